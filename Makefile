@@ -1,0 +1,41 @@
+# The two commands of the README. Both work on a fresh Debian machine as root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := chromium
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck install system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the test suite drives: the real browser. apt-get update runs once, and only
+# when something is missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: install
+	$(BIN)/gamecast up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy streamer/marker.py streamer/game.py streamer/input_events.py streamer/pacing.py signaling/protocol.py signaling/session.py signaling/rate_limit.py indexer verifier/frame_stats.py
+
+test: install system-deps lint typecheck
+	$(BIN)/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""The one command: `gamecast up | indexer | container | bench`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from gamecast.runtime import embedded_network, run_agent, serve
+from streamer.agent import AgentConfig
+from streamer.encoder import ENCODERS
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it installs; Ctrl-C cancels `main`, whose blocks clean up."""
+    try:
+        import uvloop  # noqa: PLC0415  (optional: absent on some platforms)
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(main)
+    except KeyboardInterrupt:
+        print("\ngamecast: stopped", file=sys.stderr)
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def _up(args: argparse.Namespace) -> None:
+    async with embedded_network(args.host, args.port, args.encoder, args.codec) as (server, agent):
+        print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
+        config = agent.config
+        print(
+            f"  container {config.container_id}: reference game, {config.encoder}, {config.codec}"
+        )
+        print(f"  API: {server.url}/api/containers  {server.url}/api/sessions")
+        await _forever()
+
+
+async def _indexer(args: argparse.Namespace) -> None:
+    async with serve(args.host, args.port) as server:
+        print(f"gamecast indexer listening on {server.url}/")
+        print(f"  containers connect to {server.container_url}")
+        await _forever()
+
+
+async def _container(args: argparse.Namespace) -> None:
+    config = AgentConfig(args.server, args.id, encoder=args.encoder, codec=args.codec)
+    async with run_agent(config):
+        print(f"container {args.id} registered with {args.server}")
+        await _forever()
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from benchmarks import latency  # noqa: PLC0415  (heavy: Playwright, only for benchmarks)
+
+    latency.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gamecast", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def media(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--encoder",
+            choices=ENCODERS,
+            default="x264",
+            help="x264: gamecast's low-latency libx264; aiortc: aiortc's stock encoders",
+        )
+        sub.add_argument(
+            "--codec", choices=("h264", "vp8"), default="h264", help="preferred video codec"
+        )
+
+    up = commands.add_parser(
+        "up", help="run indexer, signaling, a container and the web client in one process"
+    )
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    media(up)
+    up.set_defaults(handler=lambda a: _run(_up(a)))
+
+    indexer = commands.add_parser("indexer", help="run the signaling server and indexer only")
+    indexer.add_argument("--host", default="127.0.0.1")
+    indexer.add_argument("--port", type=int, default=8080)
+    indexer.set_defaults(handler=lambda a: _run(_indexer(a)))
+
+    container = commands.add_parser(
+        "container", help="run a container agent that streams the reference game"
+    )
+    container.add_argument(
+        "--server", required=True, help="ws://HOST:PORT/ws/container of an indexer"
+    )
+    container.add_argument("--id", default=f"{socket.gethostname()}-1", help="this container's id")
+    media(container)
+    container.set_defaults(handler=lambda a: _run(_container(a)))
+
+    bench = commands.add_parser("bench", help="run a benchmark and print a table plus JSON")
+    bench_kinds = bench.add_subparsers(dest="benchmark", required=True)
+    latency = bench_kinds.add_parser(
+        "latency", help="glass-to-glass, input-to-photon, fps: aiortc bot and Chromium"
+    )
+    latency.add_argument(
+        "--seconds", type=float, default=20.0, help="measured time per configuration"
+    )
+    latency.add_argument(
+        "--out", default="bench-results/latency.json", help="where to write the JSON"
+    )
+    latency.add_argument("--no-browser", action="store_true", help="skip the Chromium client")
+    latency.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args.handler(args)

@@ -1,0 +1,82 @@
+"""Start and stop the pieces as one process: signaling + indexer, and container agents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from signaling.server import ServerConfig, create_app
+from streamer.agent import AgentConfig, ContainerAgent
+from streamer.encoder import install_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str  # http://host:port
+
+    @property
+    def container_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws/container"
+
+    @property
+    def player_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws/player"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    host: str, port: int, config: ServerConfig | None = None
+) -> AsyncIterator[RunningServer]:
+    """Run the signaling server (port 0 picks a free port) until the block exits."""
+    runner = web.AppRunner(create_app(config), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    try:
+        yield RunningServer(f"http://{host}:{bound}")
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
+    """Run a container agent until the block exits; yields once it has registered."""
+    install_encoder(config.encoder)
+    agent = ContainerAgent(config)
+    task = asyncio.create_task(agent.run(), name=f"agent-{config.container_id}")
+    try:
+        registered = asyncio.create_task(agent.registered.wait())
+        done, _ = await asyncio.wait(
+            {task, registered}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+        )
+        if registered not in done:
+            registered.cancel()
+            if task in done:
+                task.result()
+            raise TimeoutError(
+                f"container {config.container_id} did not register with {config.server_url}"
+            )
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def embedded_network(
+    host: str = "127.0.0.1", port: int = 0, encoder: str = "x264", codec: str = "h264"
+) -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
+    """The whole network in one process: what `gamecast up` runs and what tests start."""
+    async with serve(host, port) as server:
+        agent_config = AgentConfig(server.container_url, "local-1", encoder=encoder, codec=codec)
+        async with run_agent(agent_config) as agent:
+            yield server, agent

@@ -1,0 +1,236 @@
+"""The aiohttp edge: WebSockets for players and containers, a small REST API, the web client.
+
+Everything that decides lives in SessionBroker; this module parses frames, applies per-
+connection rate limits, delivers the broker's messages and turns errors into error replies.
+A malformed or hostile message costs its sender an error reply, never the server a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from indexer.registry import ContainerRegistry
+from signaling import protocol as p
+from signaling.broker import Outgoing, SessionBroker
+from signaling.rate_limit import TokenBucket
+from streamer import input_events
+
+log = logging.getLogger(__name__)
+
+WEB_CLIENT_DIR = Path(__file__).resolve().parent.parent / "web-client"
+MESSAGES_PER_SECOND = 20
+MESSAGE_BURST = 40
+# aiohttp closes a connection outright above this; below it, oversize messages get an error reply.
+TRANSPORT_LIMIT = 16 * p.MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    heartbeat_period: float = 2.0
+    missed_heartbeats: int = 3
+    web_client_dir: Path = WEB_CLIENT_DIR
+
+
+BROKER = web.AppKey("broker", SessionBroker)
+PEERS = web.AppKey("peers", dict)
+CONFIG = web.AppKey("config", ServerConfig)
+COUNTERS = web.AppKey("counters", dict)
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    config = config or ServerConfig()
+    app = web.Application()
+    registry = ContainerRegistry(config.heartbeat_period, config.missed_heartbeats, random.Random())
+    app[BROKER] = SessionBroker(registry, lambda: uuid.uuid4().hex[:12])
+    app[PEERS] = {}
+    app[CONFIG] = config
+    app[COUNTERS] = {"errors": 0}
+    app.router.add_get("/ws/player", player_socket)
+    app.router.add_get("/ws/container", container_socket)
+    app.router.add_get("/api/containers", list_containers)
+    app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/protocol.js", protocol_module)
+    app.router.add_get("/", index_page)
+    app.router.add_static("/static/", config.web_client_dir)
+    app.cleanup_ctx.append(_expire_heartbeats)
+    return app
+
+
+async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(app[CONFIG].heartbeat_period)
+            await _deliver(app, app[BROKER].expire(time.monotonic()))
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _deliver(app: web.Application, outgoing: list[Outgoing]) -> None:
+    for item in outgoing:
+        ws = app[PEERS].get((item.kind, item.peer_id))
+        if ws is not None and not ws.closed:
+            await ws.send_str(item.message.to_json())
+
+
+async def _reply_error(
+    app: web.Application, ws: web.WebSocketResponse, code: str, reason: str, ref: str = ""
+) -> None:
+    app[COUNTERS]["errors"] += 1
+    if not ws.closed:
+        await ws.send_str(p.Error(code, reason, ref).to_json())
+
+
+async def _messages(
+    app: web.Application, ws: web.WebSocketResponse, role: p.Role
+) -> AsyncIterator[p.Message]:
+    """Yield valid messages; answer everything else with an error and keep reading."""
+    bucket = TokenBucket(MESSAGES_PER_SECOND, MESSAGE_BURST, time.monotonic())
+    async for frame in ws:
+        if frame.type is WSMsgType.ERROR:
+            break
+        if not bucket.allow(time.monotonic()):
+            await _reply_error(
+                app, ws, "rate_limited", f"more than {MESSAGES_PER_SECOND} messages per second"
+            )
+            continue
+        if frame.type is not WSMsgType.TEXT:
+            await _reply_error(app, ws, "malformed", "only text (JSON) messages are accepted")
+            continue
+        try:
+            yield p.parse_message(frame.data, role)
+        except p.ProtocolError as exc:
+            await _reply_error(app, ws, exc.code, exc.reason)
+
+
+async def player_socket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_LIMIT, heartbeat=10)
+    await ws.prepare(request)
+    broker = app[BROKER]
+    player_id = uuid.uuid4().hex[:12]
+    app[PEERS][("player", player_id)] = ws
+    try:
+        async for message in _messages(app, ws, "player"):
+            try:
+                if isinstance(message, p.Play):
+                    out = broker.play(player_id, message)
+                elif isinstance(message, p.Offer):
+                    out = broker.offer(player_id, message)
+                else:
+                    assert isinstance(message, p.End)
+                    out = broker.player_end(player_id, message.reason)
+            except p.ProtocolError as exc:
+                await _reply_error(app, ws, exc.code, exc.reason, message.type)
+                continue
+            await _deliver(app, out)
+    finally:
+        await _deliver(app, broker.player_gone(player_id))
+        del app[PEERS][("player", player_id)]
+    return ws
+
+
+async def container_socket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_LIMIT, heartbeat=10)
+    await ws.prepare(request)
+    broker = app[BROKER]
+    container_id: str | None = None
+    try:
+        async for message in _messages(app, ws, "container"):
+            try:
+                if container_id is None:
+                    if not isinstance(message, p.Register):
+                        raise p.ProtocolError("unexpected", "register first")
+                    out = broker.register(message, time.monotonic())
+                    container_id = message.container
+                    app[PEERS][("container", container_id)] = ws
+                    log.info("container %s registered (%s)", container_id, ", ".join(message.games))
+                elif isinstance(message, p.Heartbeat):
+                    broker.heartbeat(container_id, time.monotonic())
+                    continue
+                elif isinstance(message, p.Answer):
+                    out = broker.answer(container_id, message)
+                elif isinstance(message, p.Playing):
+                    out = broker.playing(container_id, message)
+                elif isinstance(message, p.End):
+                    out = broker.container_end(container_id, message)
+                else:
+                    raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
+            except p.ProtocolError as exc:
+                await _reply_error(app, ws, exc.code, exc.reason, message.type)
+                continue
+            await _deliver(app, out)
+    finally:
+        if container_id is not None:
+            app[PEERS].pop(("container", container_id), None)
+            await _deliver(app, broker.container_gone(container_id, "the container disconnected"))
+    return ws
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    now = time.monotonic()
+    rows = [
+        {
+            "container": r.spec.container_id,
+            "games": sorted(r.spec.games),
+            "encoders": list(r.spec.encoders),
+            "availability": r.availability.value,
+            "session": r.session_id,
+            "heartbeat_age_s": round(now - r.last_heartbeat, 3),
+        }
+        for r in request.app[BROKER].registry.records()
+    ]
+    return web.json_response({"containers": rows})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    rows = [
+        {
+            "session": s.session_id,
+            "container": s.container_id,
+            "state": s.status.value,
+            "game": s.request.game,
+        }
+        for s in request.app[BROKER].sessions.values()
+    ]
+    return web.json_response({"sessions": rows, "errors": request.app[COUNTERS]["errors"]})
+
+
+async def protocol_module(request: web.Request) -> web.Response:
+    """The contract as an ES module, generated from signaling/protocol.py and the input schema."""
+    contract = {
+        "VERSION": p.VERSION,
+        "MAX_MESSAGE_BYTES": p.MAX_MESSAGE_BYTES,
+        "MESSAGE_TYPES": {
+            t: [f for f in cls.__dataclass_fields__] for t, cls in p.MESSAGES.items()
+        },
+        "INPUT_EVENTS": input_events.EVENT_FIELDS,
+        "INPUT_LIMITS": {
+            "maxMessageBytes": input_events.MAX_MESSAGE_BYTES,
+            "eventsPerSecond": input_events.EVENTS_PER_SECOND,
+            "maxRelativeMove": input_events.MAX_RELATIVE_MOVE,
+            "maxGamepadAxes": input_events.MAX_GAMEPAD_AXES,
+            "maxGamepadButtons": input_events.MAX_GAMEPAD_BUTTONS,
+        },
+    }
+    body = "".join(
+        f"export const {name} = {json.dumps(value)};\n" for name, value in contract.items()
+    )
+    return web.Response(text=body, content_type="text/javascript")
+
+
+async def index_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[CONFIG].web_client_dir / "index.html")

@@ -1,0 +1,144 @@
+"""The container agent: one outbound WebSocket to signaling (works behind NAT), sessions on demand.
+
+It registers its specs, heartbeats at the period the server asks for, answers relayed offers
+with a StreamSession, and reports when media flows and when a session ends. If the connection
+drops it reconnects with backoff and registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from signaling import protocol as p
+from streamer.session import StreamOptions, StreamSession
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server_url: str  # ws://host:port/ws/container
+    container_id: str
+    games: tuple[str, ...] = ("reference",)
+    encoder: str = "x264"
+    codec: str = "h264"
+    max_width: int = 1920
+    max_height: int = 1080
+    max_fps: int = 120
+
+
+class ContainerAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.sessions: dict[str, StreamSession] = {}
+        self.registered = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        attempt = 0
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.ws_connect(
+                        self.config.server_url, max_msg_size=4 * p.MAX_MESSAGE_BYTES
+                    ) as ws:
+                        attempt = 0
+                        await self._serve(ws)
+                except (aiohttp.ClientError, OSError) as exc:
+                    log.warning(
+                        "container %s: signaling unreachable (%s)", self.config.container_id, exc
+                    )
+                finally:
+                    self.registered.clear()
+                    self._ws = None
+                    await self._close_sessions("signaling connection lost")
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        cfg = self.config
+        register = p.Register(
+            cfg.container_id,
+            list(cfg.games),
+            [cfg.encoder],
+            cfg.max_width,
+            cfg.max_height,
+            cfg.max_fps,
+        )
+        await ws.send_str(register.to_json())
+        async with asyncio.TaskGroup() as tasks:
+            heartbeat: asyncio.Task[None] | None = None
+            async for frame in ws:
+                if frame.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                try:
+                    message = p.parse_message(frame.data, "server")
+                except p.ProtocolError as exc:
+                    log.warning("container %s: bad message from server: %s", cfg.container_id, exc)
+                    continue
+                if isinstance(message, p.Registered) and heartbeat is None:
+                    heartbeat = tasks.create_task(
+                        self._heartbeat(ws, message.heartbeat_interval_ms / 1000)
+                    )
+                    self.registered.set()
+                    log.info("container %s registered", cfg.container_id)
+                elif isinstance(message, p.SessionOffer):
+                    await self._start_session(ws, message)
+                elif isinstance(message, p.End):
+                    await self._end_session(message.session, message.reason)
+                elif isinstance(message, p.Error):
+                    log.warning(
+                        "container %s: server says %s: %s",
+                        cfg.container_id,
+                        message.code,
+                        message.reason,
+                    )
+            if heartbeat is not None:
+                heartbeat.cancel()
+
+    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
+        while not ws.closed:
+            await ws.send_str(p.Heartbeat().to_json())
+            await asyncio.sleep(interval)
+
+    async def _start_session(
+        self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
+    ) -> None:
+        session_id = offer.session
+        options = StreamOptions(offer.width, offer.height, offer.fps, codec=self.config.codec)
+
+        async def playing() -> None:
+            await ws.send_str(p.Playing(session_id).to_json())
+
+        async def ended(reason: str) -> None:
+            if self.sessions.pop(session_id, None) is not None:
+                await ws.send_str(p.End(session_id, reason).to_json())
+
+        session = StreamSession(session_id, options, playing, ended)
+        self.sessions[session_id] = session
+        try:
+            answer = await session.accept(offer.sdp)
+        except ValueError as exc:  # aiortc reports unusable SDP as ValueError
+            await session.close(str(exc))
+            self.sessions.pop(session_id, None)
+            await ws.send_str(p.End(session_id, f"cannot use the offer: {exc}").to_json())
+            return
+        await ws.send_str(p.Answer(session_id, answer).to_json())
+
+    async def _end_session(self, session_id: str, reason: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            await session.close(reason)
+
+    async def _close_sessions(self, reason: str) -> None:
+        for session_id in list(self.sessions):
+            await self._end_session(session_id, reason)

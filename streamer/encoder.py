@@ -1,0 +1,136 @@
+"""The encoder seam: how gamecast puts its own low-latency H.264 encoder inside aiortc.
+
+aiortc's sender looks up `aiortc.rtcrtpsender.get_encoder(codec)` when its first frame
+arrives, then calls `encode(frame, force_keyframe)` in a worker thread and sets
+`target_bitrate` from REMB. Replacing that one lookup keeps PLI/FIR (keyframes) and REMB
+(bitrate) flowing to our encoder. It is not a public aiortc API, so this module is the only
+place that touches it, and tests/test_encoder_seam.py fails loudly if an upgrade moves it.
+
+Why not aiortc's own H.264 encoder: preset medium, a 1/30 time base, a 3 Mb/s clamp and a
+fresh IDR on every >10 % bitrate change (shared/FIELD-NOTES.md). Ours: libx264 ultrafast +
+zerolatency, Constrained Baseline, no B-frames, no periodic IDR, IDR only on request, the
+stream's real frame rate as time base, bitrate changed in place without an IDR.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import threading
+from typing import Any
+
+import aiortc.rtcrtpsender as _sender_module
+import av
+from aiortc.codecs import get_encoder as stock_get_encoder
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+log = logging.getLogger(__name__)
+
+ENCODERS = ("x264", "aiortc")  # x264: ours; aiortc: the library's stock encoders (a baseline)
+BITS_PER_PIXEL = 0.1  # enough for crisp 720p60 game content at ~5.5 Mb/s
+MIN_BITRATE = 1_000_000
+MAX_BITRATE = 25_000_000
+_RECONFIGURE_FRACTION = 0.1
+# No periodic IDR (keyframes only on PLI/FIR), no B-frames; SPS/PPS with every IDR so a
+# receiver that joins or recovers can decode at once.
+X264_PARAMS = "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:repeat-headers=1"
+
+
+class EncoderHookError(RuntimeError):
+    """aiortc no longer looks encoders up where this module hooks in; update the seam."""
+
+
+def bitrate_for(width: int, height: int, fps: float) -> int:
+    return int(min(MAX_BITRATE, max(MIN_BITRATE, width * height * fps * BITS_PER_PIXEL)))
+
+
+class LowLatencyH264Encoder(Encoder):
+    """libx264 for real-time play; configures itself from the first frame's size and rate.
+
+    Frames must carry time_base = 1/fps (the streamer's track does); the codec uses that same
+    time base so x264's rate control sees the real frame rate.
+    """
+
+    def __init__(self) -> None:
+        self._codec: Any = None
+        self._lock = threading.Lock()
+        self._requested_bitrate: int | None = None
+        self._ceiling = MAX_BITRATE
+        self.frames_encoded = 0
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(self._codec.bit_rate) if self._codec is not None else 0
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        # Called from the event loop on REMB; applied by the encode thread before its next frame.
+        with self._lock:
+            self._requested_bitrate = bitrate
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
+        codec = self._codec_for(frame)
+        self._apply_requested_bitrate(codec)
+        frame.pict_type = (
+            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        )
+        bitstream = b"".join(bytes(packet) for packet in codec.encode(frame))
+        self.frames_encoded += 1
+        return H264Encoder._packetize(H264Encoder._split_bitstream(bitstream)), timestamp
+
+    def _codec_for(self, frame: Any) -> Any:
+        codec = self._codec
+        if codec is not None and (codec.width, codec.height) == (frame.width, frame.height):
+            return codec
+        fps = fractions.Fraction(1, 1) / frame.time_base
+        ceiling = bitrate_for(frame.width, frame.height, float(fps))
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = frame.width, frame.height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = frame.time_base
+        codec.framerate = fps
+        codec.bit_rate = ceiling
+        codec.profile = "Baseline"  # x264's Baseline is Constrained Baseline: what aiortc offers
+        codec.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "forced-idr": "1",
+            "maxrate": str(ceiling),
+            "bufsize": str(ceiling // 10),  # 100 ms of VBV: bounds frame size, hence latency
+            "x264-params": X264_PARAMS,
+        }
+        log.info("x264 encoder: %dx%d@%s, %.1f Mb/s", frame.width, frame.height, fps, ceiling / 1e6)
+        self._codec, self._ceiling = codec, ceiling
+        return codec
+
+    def _apply_requested_bitrate(self, codec: Any) -> None:
+        with self._lock:
+            requested, self._requested_bitrate = self._requested_bitrate, None
+        if requested is None:
+            return
+        bitrate = max(MIN_BITRATE, min(self._ceiling, requested))
+        if abs(bitrate - codec.bit_rate) > _RECONFIGURE_FRACTION * codec.bit_rate:
+            codec.bit_rate = bitrate  # libx264 reconfigures in place: no IDR
+
+
+def _gamecast_get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    if codec.mimeType.lower() == "video/h264":
+        return LowLatencyH264Encoder()
+    return stock_get_encoder(codec)
+
+
+def install_encoder(name: str) -> None:
+    """Make every aiortc sender in this process use encoder `name` (one of ENCODERS)."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
+    if not callable(getattr(_sender_module, "get_encoder", None)):
+        raise EncoderHookError(
+            "aiortc.rtcrtpsender.get_encoder is gone in this aiortc version: "
+            "streamer/encoder.py must be ported before gamecast can pick its encoder"
+        )
+    _sender_module.get_encoder = _gamecast_get_encoder if name == "x264" else stock_get_encoder
+    log.info("video encoder: %s", name)

@@ -1,0 +1,137 @@
+"""One play session on the container: an aiortc peer streaming the game and taking input.
+
+The player offers (video recvonly + an unordered, no-retransmit data channel "input"); we
+answer with H.264 preferred. Every data-channel message is validated and rate limited; a bad
+one is counted and answered with an error on the same channel, and the session goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from signaling.rate_limit import TokenBucket
+from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
+from streamer.track import GameVideoTrack
+
+log = logging.getLogger(__name__)
+
+CODEC_PREFERENCES = {"h264": ("video/H264", "video/VP8"), "vp8": ("video/VP8", "video/H264")}
+ERROR_REPLIES_PER_SECOND = 10
+
+
+@dataclass
+class InputCounters:
+    accepted: int = 0
+    rejected: int = 0
+    rate_limited: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    width: int
+    height: int
+    fps: int
+    codec: str = "h264"
+    seed: int = 0
+
+
+class StreamSession:
+    """Owns the peer connection and the game track of one session."""
+
+    def __init__(
+        self,
+        session_id: str,
+        options: StreamOptions,
+        on_playing: Callable[[], Awaitable[None]],
+        on_ended: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.session_id = session_id
+        self.options = options
+        self.track = GameVideoTrack(options.width, options.height, options.fps, options.seed)
+        self.input = InputCounters()
+        self._pc = RTCPeerConnection()
+        self._on_playing = on_playing
+        self._on_ended = on_ended
+        self._ended = False
+        now = time.monotonic()
+        self._input_bucket = TokenBucket(EVENTS_PER_SECOND, EVENT_BURST, now)
+        self._error_bucket = TokenBucket(ERROR_REPLIES_PER_SECOND, ERROR_REPLIES_PER_SECOND, now)
+        self._pc.on("connectionstatechange", self._connection_state_changed)
+        self._pc.on("datachannel", self._attach_input_channel)
+
+    async def accept(self, offer_sdp: str) -> str:
+        """Apply the player's offer and return our answer (with all our ICE candidates)."""
+        await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        video = [t for t in self._pc.getTransceivers() if t.kind == "video"]
+        if not video:
+            raise ValueError("the offer has no video section to stream into")
+        transceiver = video[0]
+        transceiver.sender.replaceTrack(self.track)
+        transceiver.direction = "sendonly"
+        preferred = CODEC_PREFERENCES[self.options.codec]
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences(
+            sorted(
+                (c for c in codecs if c.mimeType in preferred or c.mimeType == "video/rtx"),
+                key=lambda c: (
+                    preferred.index(c.mimeType) if c.mimeType in preferred else len(preferred)
+                ),
+            )
+        )
+        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        return self._pc.localDescription.sdp
+
+    async def close(self, reason: str = "closed") -> None:
+        if not self._ended:
+            self._ended = True
+            log.info("session %s ended: %s", self.session_id, reason)
+        self.track.stop()
+        await self._pc.close()
+
+    async def _connection_state_changed(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected":
+            await self._on_playing()
+        elif state in ("failed", "closed") and not self._ended:
+            self._ended = True
+            await self._on_ended(f"peer connection {state}")
+
+    def _attach_input_channel(self, channel: object) -> None:
+        if getattr(channel, "label", None) != "input":
+            return
+        channel.on("message", lambda raw: self._handle_input(channel, raw))  # type: ignore[attr-defined]
+
+    def _handle_input(self, channel: object, raw: str | bytes) -> None:
+        now = time.monotonic()
+        if not self._input_bucket.allow(now):
+            self.input.rate_limited += 1
+            self._reply_error(
+                channel,
+                InputError(
+                    "rate_limited", f"more than {EVENTS_PER_SECOND} input events per second"
+                ),
+                now,
+            )
+            return
+        try:
+            event = parse_input(raw)
+        except InputError as exc:
+            self.input.rejected += 1
+            self.input.by_code[exc.code] = self.input.by_code.get(exc.code, 0) + 1
+            self._reply_error(channel, exc, now)
+            return
+        self.input.accepted += 1
+        self.track.push_input(event)
+
+    def _reply_error(self, channel: object, error: InputError, now: float) -> None:
+        if not self._error_bucket.allow(now):
+            return  # a flood gets counted, not answered one by one
+        reply = {"type": "error", "code": error.code, "reason": error.reason, "seq": error.seq}
+        channel.send(json.dumps(reply))  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Verifiers: headless bot players that measure containers from the decoded picture."""

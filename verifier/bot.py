@@ -1,0 +1,143 @@
+"""A headless player built on aiortc: plays through the real signaling server, reads markers.
+
+It speaks exactly what the browser speaks (play, offer with a recvonly video section and an
+unordered no-retransmit "input" channel, answer), so what it measures is what a player gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from signaling import protocol as p
+from streamer.marker import FrameMarker, MarkerError, read_marker
+from verifier.frame_stats import FrameLog
+
+
+class BotError(RuntimeError):
+    """The server refused the bot, or the session ended before it could play."""
+
+
+def luma_plane(frame: Any) -> np.ndarray:
+    """The Y plane of a decoded yuv420p frame as an H x W array, without a colour conversion."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+class BotPlayer:
+    def __init__(self, player_url: str) -> None:
+        self.player_url = player_url
+        self.log = FrameLog()
+        self.latest_frame: Any = None
+        self.session_id: str | None = None
+        self.errors: list[dict[str, Any]] = []  # error replies on the input channel
+        self._progress = asyncio.Condition()  # notified on every decoded frame
+        self._channel_open = asyncio.Event()
+        self._pc = RTCPeerConnection()
+        self._channel = self._pc.createDataChannel("input", ordered=False, maxRetransmits=0)
+        self._channel.on("message", self._on_channel_message)
+        self._channel.on("open", self._channel_open.set)
+        self._next_seq = 1
+        self._reader: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def play(
+        self,
+        http: aiohttp.ClientSession,
+        game: str = "reference",
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 60,
+    ) -> AsyncIterator[BotPlayer]:
+        """Connect, negotiate and receive frames until the block exits."""
+        async with http.ws_connect(self.player_url) as ws:
+            await ws.send_str(p.Play(game, width, height, fps).to_json())
+            matched = await self._expect(ws, p.Matched)
+            self.session_id = matched.session
+            self._pc.addTransceiver("video", direction="recvonly")
+            self._pc.on("track", self._start_reading)
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+            await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
+            answer = await self._expect(ws, p.SessionAnswer)
+            await self._pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            try:
+                yield self
+            finally:
+                await ws.send_str(p.End(reason="bot finished").to_json())
+                await self.close()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._pc.close()
+
+    def send_input(self, event: dict[str, Any]) -> int:
+        """Send one input event (without seq); returns the seq it was given."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self.log.input_sent(seq, time.time() * 1000)
+        self._channel.send(json.dumps({**event, "seq": seq}))
+        return seq
+
+    def send_raw(self, data: str | bytes) -> None:
+        """Send bytes as they are: for tests of hostile input."""
+        self._channel.send(data)
+
+    async def wait_channel_open(self) -> None:
+        await self._channel_open.wait()
+
+    async def wait_frames(self, count: int) -> None:
+        await self._wait_for(lambda: self.log.frames >= count)
+
+    async def wait_input_applied(self, seq: int) -> FrameMarker:
+        """Wait for the first frame whose marker shows input `seq` applied, and return it."""
+        samples = self.log.samples
+        await self._wait_for(lambda: bool(samples) and samples[-1].marker.input_sequence >= seq)
+        return samples[-1].marker
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with self._progress:
+            await self._progress.wait_for(predicate)
+
+    async def _expect(self, ws: aiohttp.ClientWebSocketResponse, kind: type[p.Message]) -> Any:
+        async with asyncio.timeout(15):
+            async for frame in ws:
+                message = p.parse_message(frame.data, "server")
+                if isinstance(message, kind):
+                    return message
+                if isinstance(message, p.Error | p.Ended):
+                    raise BotError(f"server answered {message.to_json()}")
+        raise BotError("signaling closed before the session started")
+
+    def _start_reading(self, track: Any) -> None:
+        if track.kind == "video" and self._reader is None:
+            self._reader = asyncio.create_task(self._read_frames(track))
+
+    async def _read_frames(self, track: Any) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                received = time.time() * 1000
+                try:
+                    marker: FrameMarker | None = read_marker(luma_plane(frame))
+                except MarkerError:
+                    marker = None
+                self.log.add(marker, received)
+                self.latest_frame = frame
+                async with self._progress:
+                    self._progress.notify_all()
+
+    def _on_channel_message(self, raw: str | bytes) -> None:
+        with contextlib.suppress(ValueError):
+            self.errors.append(json.loads(raw))
