@@ -80,7 +80,12 @@ class LowLatencyH264Encoder(Encoder):
         )
         bitstream = b"".join(bytes(packet) for packet in codec.encode(frame))
         self.frames_encoded += 1
-        return H264Encoder._packetize(H264Encoder._split_bitstream(bitstream)), timestamp
+        return _rtp_payloads(bitstream), timestamp
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        """Packetize an already-encoded Annex B access unit (a track that yields av.Packet)."""
+        timestamp = convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
+        return _rtp_payloads(bytes(packet)), timestamp
 
     def _codec_for(self, frame: Any) -> Any:
         codec = self._codec
@@ -115,6 +120,11 @@ class LowLatencyH264Encoder(Encoder):
         bitrate = max(MIN_BITRATE, min(self._ceiling, requested))
         if abs(bitrate - codec.bit_rate) > _RECONFIGURE_FRACTION * codec.bit_rate:
             codec.bit_rate = bitrate  # libx264 reconfigures in place: no IDR
+
+
+def _rtp_payloads(bitstream: bytes) -> list[bytes]:
+    """RFC 6184 payloads (single NAL, STAP-A, FU-A), by aiortc's own packetizer."""
+    return H264Encoder._packetize(H264Encoder._split_bitstream(bitstream))
 
 
 def _gamecast_get_encoder(codec: RTCRtpCodecParameters) -> Encoder:

@@ -68,23 +68,21 @@ class StreamSession:
 
     async def accept(self, offer_sdp: str) -> str:
         """Apply the player's offer and return our answer (with all our ICE candidates)."""
-        await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        video = [t for t in self._pc.getTransceivers() if t.kind == "video"]
-        if not video:
-            raise ValueError("the offer has no video section to stream into")
-        transceiver = video[0]
-        transceiver.sender.replaceTrack(self.track)
-        transceiver.direction = "sendonly"
+        # aiortc applies codec preferences while it reads the offer, so the sending transceiver
+        # must exist, with its preferences, before the offer does.
+        transceiver = self._pc.addTransceiver(self.track, direction="sendonly")
         preferred = CODEC_PREFERENCES[self.options.codec]
+        rank = {mime: index for index, mime in enumerate(preferred)}
         codecs = RTCRtpSender.getCapabilities("video").codecs
         transceiver.setCodecPreferences(
             sorted(
-                (c for c in codecs if c.mimeType in preferred or c.mimeType == "video/rtx"),
-                key=lambda c: (
-                    preferred.index(c.mimeType) if c.mimeType in preferred else len(preferred)
-                ),
+                (c for c in codecs if c.mimeType in rank or c.mimeType == "video/rtx"),
+                key=lambda c: rank.get(c.mimeType, len(rank)),
             )
         )
+        await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        if transceiver.mid is None:
+            raise ValueError("the offer has no video section to stream into")
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         return self._pc.localDescription.sdp
 

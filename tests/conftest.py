@@ -1,0 +1,54 @@
+"""Fixtures that really start things: the embedded network on an ephemeral port, Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gamecast.runtime import RunningServer, embedded_network
+from streamer.agent import ContainerAgent
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-gpu",
+]
+
+
+@pytest.fixture
+async def network() -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
+    """Signaling + indexer on 127.0.0.1:<ephemeral>, one container agent connected over WS."""
+    async with embedded_network() as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Debian's Chromium, headless, driven by Playwright."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
+    from playwright.async_api import async_playwright  # noqa: PLC0415
+
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()

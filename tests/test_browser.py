@@ -1,0 +1,47 @@
+"""The web client in real headless Chromium against the real server and container."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+async def _open_and_play(browser: Any, url: str) -> Any:
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url)
+    await page.click("#play")
+    await page.wait_for_function("window.gamecast.status === 'playing'", timeout=20_000)
+    assert errors == [], errors
+    return page
+
+
+async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser) -> None:
+    server, _ = network
+    page = await _open_and_play(browser, server.url + "/")
+    await page.wait_for_function("window.gamecast.markersRead >= 30", timeout=20_000)
+    size = await page.evaluate(
+        "[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]"
+    )
+    assert size == [1280, 720]
+
+    decoded = "window.gamecast.stats ? window.gamecast.stats.framesDecoded : 0"
+    await page.wait_for_function(f"({decoded}) > 0", timeout=10_000)
+    first = await page.evaluate(decoded)
+    await page.wait_for_function(f"({decoded}) > {first} + 30", timeout=10_000)
+
+    before = await page.evaluate("window.gamecast.marker.inputSequence")
+    await page.keyboard.down("KeyD")
+    await page.wait_for_function(f"window.gamecast.marker.inputSequence > {before}", timeout=10_000)
+    await page.keyboard.up("KeyD")
+    state = await page.evaluate(
+        "({unreadable: window.gamecast.markersUnreadable, read: window.gamecast.markersRead, "
+        "i2p: window.gamecast.i2pSamples.length, codec: window.gamecast.stats.codec})"
+    )
+    assert state["i2p"] >= 1
+    assert state["codec"] == "video/H264"
+    assert state["unreadable"] < state["read"] / 10

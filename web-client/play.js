@@ -1,0 +1,191 @@
+// The play page: ask the indexer for a container, negotiate WebRTC through signaling, show
+// the stream with the lowest delay the browser allows, send input, measure from the marker.
+// window.gamecast exposes the live state for tests and benchmarks.
+import { VERSION } from "/protocol.js";
+import { InputCapture } from "/static/input.js";
+import { MarkerReader, captureAgeMs } from "/static/marker.js";
+import { StatsOverlay } from "/static/stats.js";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+const wallClock = (highResTime) => performance.timeOrigin + highResTime;
+const ICE_GATHER_LIMIT_MS = 1000;
+
+const state = {
+  status: "ready",
+  session: null,
+  stats: null,
+  marker: null,
+  markersRead: 0,
+  markersUnreadable: 0,
+  g2gWindow: [], // glass-to-glass samples since the last overlay refresh
+  g2gSamples: [],
+  i2pSamples: [],
+  inputSent: new Map(), // seq -> wall-clock ms when sent
+  lastInputSeq: 0,
+  inputErrors: 0,
+  lastError: null,
+  playPressedAt: null,
+  timeToFirstFrameMs: null,
+};
+window.gamecast = state;
+
+let ws = null;
+let pc = null;
+let channel = null;
+let input = null;
+let statsTimer = null;
+
+function setStatus(text) {
+  state.status = text;
+  $("status").textContent = text;
+}
+
+function send(message) {
+  ws.send(JSON.stringify({ v: VERSION, ...message }));
+}
+
+function sendInput(event) {
+  if (channel?.readyState !== "open") return 0;
+  const seq = ++state.lastInputSeq;
+  state.inputSent.set(seq, wallClock(performance.now()));
+  channel.send(JSON.stringify({ ...event, seq }));
+  return seq;
+}
+state.sendInput = sendInput;
+
+function qualityChoice() {
+  const [size, fps] = $("quality").value.split("@");
+  const [width, height] = size.split("x").map(Number);
+  const params = new URLSearchParams(location.search);
+  return {
+    width: Number(params.get("width") ?? width),
+    height: Number(params.get("height") ?? height),
+    fps: Number(params.get("fps") ?? fps),
+  };
+}
+
+function gatheringDone(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ICE_GATHER_LIMIT_MS);
+    peer.addEventListener("icegatheringstatechange", () => {
+      if (peer.iceGatheringState === "complete") {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+function onVideoFrame(now, metadata) {
+  const presentedAt = wallClock(metadata.expectedDisplayTime ?? now);
+  if (state.timeToFirstFrameMs === null && state.playPressedAt !== null) {
+    state.timeToFirstFrameMs = presentedAt - state.playPressedAt;
+  }
+  const marker = state.reader.read();
+  if (marker) {
+    state.markersRead++;
+    state.marker = marker;
+    const g2g = captureAgeMs(marker.captureTimeMs, presentedAt);
+    state.g2gWindow.push(g2g);
+    state.g2gSamples.push(g2g);
+    for (const [seq, sentAt] of state.inputSent) {
+      if (seq > marker.inputSequence) break;
+      state.i2pSamples.push(presentedAt - sentAt);
+      state.inputSent.delete(seq);
+    }
+  } else {
+    state.markersUnreadable++;
+  }
+  if (pc) video.requestVideoFrameCallback(onVideoFrame);
+}
+
+async function startPeer() {
+  pc = new RTCPeerConnection();
+  pc.addTransceiver("video", { direction: "recvonly" });
+  channel = pc.createDataChannel("input", { ordered: false, maxRetransmits: 0 });
+  channel.onmessage = (e) => {
+    state.inputErrors++;
+    state.lastError = JSON.parse(e.data);
+  };
+  pc.ontrack = (event) => {
+    // Render as soon as a frame decodes: no jitter-buffer target beyond what the network needs.
+    if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
+    if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
+    video.srcObject = new MediaStream([event.track]);
+    video.requestVideoFrameCallback(onVideoFrame);
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc?.connectionState === "failed") end("the connection to the container failed");
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await gatheringDone(pc);
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
+function onSignal(event) {
+  const message = JSON.parse(event.data);
+  switch (message.type) {
+    case "matched":
+      state.session = message.session;
+      setStatus(`matched with ${message.container}, connecting`);
+      startPeer();
+      break;
+    case "session_answer":
+      pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      break;
+    case "session_state":
+      if (message.state === "playing") {
+        setStatus("playing");
+        input = new InputCapture(video, sendInput);
+        input.start();
+        statsTimer = setInterval(() => pc && state.overlay.refresh(pc), 1000);
+      }
+      break;
+    case "ended":
+      teardown(`ended: ${message.reason}`);
+      break;
+    case "error":
+      state.lastError = message;
+      setStatus(`error: ${message.reason}`);
+      if (message.ref === "play") teardown(`could not play: ${message.reason}`);
+      break;
+  }
+}
+
+function play() {
+  $("play").disabled = true;
+  $("end").disabled = false;
+  Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0 });
+  state.inputSent.clear();
+  setStatus("finding a container");
+  ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/player`);
+  ws.onopen = () => send({ type: "play", game: "reference", ...qualityChoice() });
+  ws.onmessage = onSignal;
+  ws.onclose = () => pc && teardown("signaling connection closed");
+}
+
+function end(reason = "ended by player") {
+  if (ws?.readyState === WebSocket.OPEN) send({ type: "end", reason });
+  teardown(reason);
+}
+
+function teardown(reason) {
+  input?.stop();
+  clearInterval(statsTimer);
+  pc?.close();
+  pc = null;
+  channel = null;
+  input = null;
+  ws?.close();
+  ws = null;
+  $("play").disabled = false;
+  $("end").disabled = true;
+  setStatus(reason);
+}
+
+state.reader = new MarkerReader(video);
+state.overlay = new StatsOverlay($("overlay"), state);
+$("play").addEventListener("click", play);
+$("end").addEventListener("click", () => end());
