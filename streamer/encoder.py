@@ -133,6 +133,16 @@ def _gamecast_get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
     return stock_get_encoder(codec)
 
 
+def encoder_in_use(sender: Any) -> Encoder | None:
+    """The encoder an aiortc sender is using (None before its first frame)."""
+    try:
+        return sender._RTCRtpSender__encoder  # type: ignore[no-any-return]
+    except AttributeError:
+        raise EncoderHookError(
+            "RTCRtpSender no longer keeps its encoder where streamer/encoder.py looks"
+        ) from None
+
+
 def install_encoder(name: str) -> None:
     """Make every aiortc sender in this process use encoder `name` (one of ENCODERS)."""
     if name not in ENCODERS:

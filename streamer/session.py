@@ -66,6 +66,10 @@ class StreamSession:
         self._pc.on("connectionstatechange", self._connection_state_changed)
         self._pc.on("datachannel", self._attach_input_channel)
 
+    @property
+    def video_sender(self) -> RTCRtpSender:
+        return next(s for s in self._pc.getSenders() if s.track is self.track)
+
     async def accept(self, offer_sdp: str) -> str:
         """Apply the player's offer and return our answer (with all our ICE candidates)."""
         # aiortc applies codec preferences while it reads the offer, so the sending transceiver

@@ -1,0 +1,3 @@
+from gamecast.cli import main
+
+main()

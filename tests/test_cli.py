@@ -1,0 +1,57 @@
+"""The `gamecast` command as a user runs it: help, and `up` started and stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+GAMECAST = [sys.executable, "-m", "gamecast"]
+
+
+def test_help_explains_every_subcommand() -> None:
+    result = subprocess.run([*GAMECAST, "--help"], capture_output=True, text=True, check=True)
+    for command in ("up", "indexer", "container", "bench"):
+        assert re.search(rf"^\s+{command}\s+\S", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_up_prints_its_url_serves_the_page_and_stops_cleanly_on_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [*GAMECAST, "up", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = None
+        lines = []
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if match := re.search(r"open (http://127\.0\.0\.1:\d+/)", line):
+                url = match.group(1)
+                break
+        assert url, "".join(lines)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert b'id="play"' in response.read()
+        with urllib.request.urlopen(url + "api/containers", timeout=5) as response:
+            assert b'"availability": "standby"' in response.read()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert "stopped" in output
+
+
+@pytest.mark.parametrize("argv", [["up", "--port", "nope"], ["bench", "warp"], ["container"]])
+def test_bad_arguments_say_what_is_wrong(argv: list[str]) -> None:
+    result = subprocess.run([*GAMECAST, *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error:" in result.stderr

@@ -1,0 +1,145 @@
+"""Hostile and malformed messages: each gets a clear error; the server and sessions live on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from signaling.protocol import MAX_MESSAGE_BYTES
+from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT
+from streamer.input_events import EVENT_BURST
+from verifier.bot import BotPlayer
+
+BAD_SIGNALING = [
+    ("{not json", "malformed"),
+    ("[1, 2]", "malformed"),
+    ('{"type": "play", "game": "reference"}', "unsupported_version"),
+    ('{"v": 1, "type": "launch_missiles"}', "unknown_type"),
+    ('{"v": 1, "type": "register", "container": "x"}', "unknown_type"),
+    ('{"v": 1, "type": "play", "game": 7}', "bad_field"),
+    ('{"v": 1, "type": "play", "game": "reference", "fps": 100000}', "bad_field"),
+    ('{"v": 1, "type": "play", "game": "reference", "evil": true}', "bad_field"),
+    ('{"v": 1, "type": "offer", "sdp": "v=0"}', "unexpected"),
+    (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_MESSAGE_BYTES + 10)}), "too_large"),
+]
+
+BAD_INPUT = [
+    ("{oops", "malformed"),
+    ('{"type": "teleport", "seq": 1}', "unknown_type"),
+    ('{"type": "key", "seq": 1, "code": 5, "down": true}', "bad_field"),
+    ('{"type": "key", "seq": 1, "code": "<script>", "down": true}', "bad_field"),
+    ('{"type": "pointermove", "seq": 1, "x": 2.5, "y": 0.1}', "out_of_range"),
+    ('{"type": "pointerbutton", "seq": 0, "button": 0, "down": true}', "out_of_range"),
+    ('{"type": "gamepad", "seq": 1, "axes": [9], "buttons": []}', "out_of_range"),
+    (
+        json.dumps({"type": "key", "seq": 1, "code": "KeyA", "down": True, "t": "x" * 600}),
+        "too_large",
+    ),
+]
+
+
+async def _next_error(ws: aiohttp.ClientWebSocketResponse) -> dict:
+    async with asyncio.timeout(5):
+        message = json.loads((await ws.receive()).data)
+    assert message["type"] == "error", message
+    return message
+
+
+@pytest.mark.parametrize(("raw", "code"), BAD_SIGNALING)
+async def test_bad_signaling_gets_an_error_and_the_socket_still_plays(
+    network, http, raw, code
+) -> None:
+    server, _ = network
+    async with http.ws_connect(server.player_url, max_msg_size=0) as ws:
+        await ws.send_str(raw)
+        error = await _next_error(ws)
+        assert error["code"] == code
+        assert error["reason"]
+        await ws.send_str('{"v": 1, "type": "play", "game": "reference"}')
+        async with asyncio.timeout(5):
+            matched = json.loads((await ws.receive()).data)
+        assert matched["type"] == "matched"
+
+
+async def test_binary_and_flooding_players_are_answered_not_obeyed(network, http) -> None:
+    server, _ = network
+    async with http.ws_connect(server.player_url) as ws:
+        await ws.send_bytes(b"\x00\x01")
+        assert (await _next_error(ws))["code"] == "malformed"
+        for _ in range(MESSAGE_BURST + 20):
+            await ws.send_str('{"v": 1, "type": "end"}')
+        codes = set()
+        async with asyncio.timeout(5):
+            for _ in range(MESSAGE_BURST + 20):
+                codes.add(json.loads((await ws.receive()).data)["code"])
+        assert codes == {"unexpected", "rate_limited"}
+
+
+async def test_container_must_register_first(network, http) -> None:
+    server, _ = network
+    async with http.ws_connect(server.container_url) as ws:
+        await ws.send_str('{"v": 1, "type": "heartbeat"}')
+        assert (await _next_error(ws))["code"] == "unexpected"
+        await ws.send_str(
+            '{"v": 1, "type": "register", "container": "local-1", "games": [], '
+            '"encoders": [], "max_width": 1280, "max_height": 720, "max_fps": 60}'
+        )
+        error = await _next_error(ws)
+        assert error["code"] == "conflict"
+        assert "already registered" in error["reason"]
+
+
+async def test_abuse_never_touches_a_live_session(network, http) -> None:
+    """A playing bot keeps receiving frames while another client abuses the server."""
+    server, _ = network
+    bot = BotPlayer(server.player_url)
+    async with bot.play(http):
+        await bot.wait_frames(30)
+        async with http.ws_connect(server.player_url, max_msg_size=0) as abuser:
+            for raw, _ in BAD_SIGNALING:
+                await abuser.send_str(raw)
+            await abuser.send_str("x" * (TRANSPORT_LIMIT + 1))  # beyond the transport limit
+            async with asyncio.timeout(5):
+                while (await abuser.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                    pass
+            assert abuser.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        seen = bot.log.frames
+        await bot.wait_frames(seen + 60)
+        async with http.get(server.url + "/api/sessions") as response:
+            sessions = (await response.json())["sessions"]
+        assert [s["state"] for s in sessions] == ["playing"]
+
+
+async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(network, http) -> None:
+    server, agent = network
+    bot = BotPlayer(server.player_url)
+    async with bot.play(http):
+        await bot.wait_frames(10)
+        await bot.wait_channel_open()
+        for raw, _ in BAD_INPUT:
+            bot.send_raw(raw)
+        async with asyncio.timeout(5):
+            while len(bot.errors) < len(BAD_INPUT):
+                await asyncio.sleep(0.01)
+        assert sorted(e["code"] for e in bot.errors) == sorted(code for _, code in BAD_INPUT)
+        assert all(e["reason"] for e in bot.errors)
+
+        for _ in range(EVENT_BURST + 200):  # a flood far beyond the burst allowance
+            bot.send_input({"type": "pointermove", "dx": 1, "dy": 0})
+        session = agent.sessions[bot.session_id]
+        async with asyncio.timeout(5):
+            while session.input.accepted + session.input.rate_limited < EVENT_BURST + 200:
+                await asyncio.sleep(0.01)
+        assert session.input.rejected == len(BAD_INPUT)
+        assert session.input.rate_limited > 0
+
+        await asyncio.sleep(1.0)  # let the bucket refill, then a valid event still gets through
+        seq = bot.send_input({"type": "key", "code": "KeyW", "down": True})
+        assert seq == EVENT_BURST + 201  # numbered after the whole flood
+        marker = await bot.wait_input_applied(seq)
+        assert marker.input_sequence == seq
+        seen = bot.log.frames
+        await bot.wait_frames(seen + 30)
