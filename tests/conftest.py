@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -52,3 +53,10 @@ async def browser() -> AsyncIterator[object]:
             yield instance
         finally:
             await instance.close()
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    """Poll state owned by another component (a peer's counters) until `predicate` holds."""
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110  (no event to wait on: the state is a peer's)
+            await asyncio.sleep(0.01)

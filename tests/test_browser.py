@@ -25,7 +25,7 @@ async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser
     page = await _open_and_play(browser, server.url + "/")
     await page.wait_for_function("window.gamecast.markersRead >= 30", timeout=20_000)
     size = await page.evaluate(
-        "[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]"
+        "(v => [v.videoWidth, v.videoHeight])(document.getElementById('video'))"
     )
     assert size == [1280, 720]
 
