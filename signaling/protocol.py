@@ -200,18 +200,18 @@ MESSAGES: dict[str, type[Message]] = {
 
 def parse_message(raw: str | bytes, role: Role) -> Message:
     """Validate one WebSocket message sent by a `role` peer (size, JSON, version, fields)."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("malformed", f"message is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("malformed", "message must be a JSON object")
-    if data.get("v") != VERSION:
-        raise ProtocolError(
-            "unsupported_version", f"protocol version {data.get('v')!r} is not {VERSION}"
-        )
+    version = data.get("v")
+    if isinstance(version, bool) or version != VERSION:
+        raise ProtocolError("unsupported_version", f"protocol version {version!r} is not {VERSION}")
     kind = data.get("type")
     cls = MESSAGES.get(kind) if isinstance(kind, str) else None
     if cls is None or role not in cls.senders:

@@ -82,10 +82,9 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
 
 def parse_input(raw: str | bytes) -> InputEvent:
     """Validate one data-channel message (size, JSON, type, fields, ranges) into an event."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise InputError(
-            "too_large", f"input message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}"
-        )
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise InputError("too_large", f"input message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -63,8 +63,12 @@ class FrameMarker:
 
 
 def capture_age_ms(capture_time_ms: int, now_unix_ms: int) -> int:
-    """Milliseconds from a marker's capture time to `now`, undoing the modulo-2^32 wrap."""
-    return (now_unix_ms - capture_time_ms) % _U32
+    """Milliseconds from a marker's capture time to `now`, undoing the modulo-2^32 wrap.
+
+    Signed, in [-2^31, 2^31): between two machines whose clocks are aligned only to within a
+    few milliseconds, a fresh frame can look slightly older than now, never 49 days old.
+    """
+    return (now_unix_ms - capture_time_ms + _U32 // 2) % _U32 - _U32 // 2
 
 
 def strip_height(width: int) -> int:

@@ -17,6 +17,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from signaling.rate_limit import TokenBucket
 from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
+from streamer.sdp import without_mdns_candidates
 from streamer.track import GameVideoTrack
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class StreamSession:
                 key=lambda c: rank.get(c.mimeType, len(rank)),
             )
         )
-        await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        offer = RTCSessionDescription(without_mdns_candidates(offer_sdp), "offer")
+        await self._pc.setRemoteDescription(offer)
         if transceiver.mid is None:
             raise ValueError("the offer has no video section to stream into")
         await self._pc.setLocalDescription(await self._pc.createAnswer())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -11,20 +10,7 @@ import pytest
 
 from gamecast.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-gpu",
-]
+from verifier.browser import launch_chromium
 
 
 @pytest.fixture
@@ -43,16 +29,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
     """Debian's Chromium, headless, driven by Playwright."""
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
-    from playwright.async_api import async_playwright  # noqa: PLC0415
-
-    async with async_playwright() as playwright:
-        instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with launch_chromium() as instance:
+        yield instance
 
 
 async def eventually(predicate: Callable[[], bool]) -> None:

@@ -29,6 +29,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank]
 
 
+def count_freezes(intervals_ms: list[float]) -> int:
+    """Inter-frame delays that count as freezes under the W3C webrtc-stats rule."""
+    count = 0
+    for index in range(1, len(intervals_ms)):
+        mean = statistics.fmean(intervals_ms[max(0, index - 30) : index])
+        if intervals_ms[index] >= max(3 * mean, mean + 150):
+            count += 1
+    return count
+
+
 @dataclass
 class FrameLog:
     samples: list[FrameSample] = field(default_factory=list)
@@ -73,14 +83,7 @@ class FrameLog:
         ]
 
     def freezes(self) -> int:
-        intervals = self.intervals_ms()
-        count = 0
-        for index in range(1, len(intervals)):
-            recent = intervals[max(0, index - 30) : index]
-            mean = statistics.fmean(recent)
-            if intervals[index] >= max(3 * mean, mean + 150):
-                count += 1
-        return count
+        return count_freezes(self.intervals_ms())
 
     def input_to_photon_ms(self) -> list[float]:
         """For each input sent, the delay until the first frame showing it applied."""

@@ -10,6 +10,12 @@ const $ = (id) => document.getElementById(id);
 const video = $("video");
 const wallClock = (highResTime) => performance.timeOrigin + highResTime;
 const ICE_GATHER_LIMIT_MS = 1000;
+const SAMPLE_LIMIT = 20000; // per series; older samples are dropped so a long session stays small
+
+function record(series, value) {
+  series.push(value);
+  if (series.length > SAMPLE_LIMIT) series.splice(0, series.length - SAMPLE_LIMIT);
+}
 
 const state = {
   status: "ready",
@@ -21,6 +27,7 @@ const state = {
   g2gWindow: [], // glass-to-glass samples since the last overlay refresh
   g2gSamples: [],
   i2pSamples: [],
+  presentedTimes: [], // wall-clock ms of every frame presented, for pacing statistics
   inputSent: new Map(), // seq -> wall-clock ms when sent
   lastInputSeq: 0,
   inputErrors: 0,
@@ -78,27 +85,28 @@ function gatheringDone(peer) {
   });
 }
 
-function onVideoFrame(now, metadata) {
+async function onVideoFrame(now, metadata) {
+  if (pc) video.requestVideoFrameCallback(onVideoFrame);
   const presentedAt = wallClock(metadata.expectedDisplayTime ?? now);
   if (state.timeToFirstFrameMs === null && state.playPressedAt !== null) {
     state.timeToFirstFrameMs = presentedAt - state.playPressedAt;
   }
-  const marker = state.reader.read();
-  if (marker) {
-    state.markersRead++;
-    state.marker = marker;
-    const g2g = captureAgeMs(marker.captureTimeMs, presentedAt);
-    state.g2gWindow.push(g2g);
-    state.g2gSamples.push(g2g);
-    for (const [seq, sentAt] of state.inputSent) {
-      if (seq > marker.inputSequence) break;
-      state.i2pSamples.push(presentedAt - sentAt);
-      state.inputSent.delete(seq);
-    }
-  } else {
+  record(state.presentedTimes, presentedAt);
+  const marker = await state.reader.read();
+  if (!marker) {
     state.markersUnreadable++;
+    return;
   }
-  if (pc) video.requestVideoFrameCallback(onVideoFrame);
+  state.markersRead++;
+  state.marker = marker;
+  const g2g = captureAgeMs(marker.captureTimeMs, presentedAt);
+  record(state.g2gWindow, g2g);
+  record(state.g2gSamples, g2g);
+  for (const [seq, sentAt] of state.inputSent) {
+    if (seq > marker.inputSequence) break;
+    record(state.i2pSamples, presentedAt - sentAt);
+    state.inputSent.delete(seq);
+  }
 }
 
 async function startPeer() {

@@ -1,0 +1,1 @@
+"""Benchmarks: real stacks on loopback, a table and JSON, a baseline in the same run."""

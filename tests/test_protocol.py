@@ -1,0 +1,189 @@
+"""The signaling contract: round trips, who may send what, and the exact error for bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from signaling import protocol as p
+from signaling.protocol import MESSAGES, ProtocolError, Role, parse_message
+
+EXAMPLES: list[p.Message] = [
+    p.Play("tetris", 1920, 1080, 120),
+    p.Offer("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"),
+    p.End("s1", "bored"),
+    p.Register("c1", ["tetris", "doom"], ["h264", "vp8"], 3840, 2160, 144),
+    p.Heartbeat(),
+    p.Answer("s1", "v=0\r\n"),
+    p.Playing("s1"),
+    p.Matched("s1", "c1"),
+    p.Registered("c1", 2000),
+    p.SessionOffer("s1", "v=0\r\n", 1280, 720, 60),
+    p.SessionAnswer("s1", "v=0\r\n"),
+    p.SessionState("s1", "playing"),
+    p.Ended("s1", "the player disconnected"),
+    p.Error("unexpected", "send play first", "offer"),
+]
+SENDS = [(message, role) for message in EXAMPLES for role in message.senders]
+
+
+def wire(message_type: str, **fields: Any) -> str:
+    return json.dumps({"v": 1, "type": message_type, **fields})
+
+
+def test_every_message_has_an_example() -> None:
+    assert sorted(m.type for m in EXAMPLES) == sorted(MESSAGES)
+
+
+@pytest.mark.parametrize(("message", "role"), SENDS, ids=lambda v: getattr(v, "type", v))
+def test_round_trip(message: p.Message, role: Role) -> None:
+    assert parse_message(message.to_json(), role) == message
+    assert parse_message(message.to_json().encode(), role) == message
+
+
+def test_golden_json() -> None:
+    assert p.Play("tetris").to_json() == (
+        '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60}'
+    )
+    assert p.Heartbeat().to_json() == '{"v":1,"type":"heartbeat"}'
+
+
+def test_defaults() -> None:
+    assert parse_message(wire("play", game="tetris"), "player") == p.Play("tetris", 1280, 720, 60)
+    assert parse_message(wire("end"), "player") == p.End("", "ended by peer")
+    assert parse_message(wire("error", code="x", reason="y"), "server") == p.Error("x", "y", "")
+
+
+@pytest.mark.parametrize(
+    ("message_type", "role"),
+    [
+        ("register", "player"),
+        ("heartbeat", "player"),
+        ("answer", "player"),
+        ("play", "container"),
+        ("offer", "container"),
+        ("matched", "player"),
+        ("registered", "container"),
+        ("session_offer", "player"),
+        ("ended", "player"),
+        ("error", "container"),
+        ("play", "server"),
+        ("register", "server"),
+    ],
+)
+def test_role_enforcement(message_type: str, role: Role) -> None:
+    example = next(m for m in EXAMPLES if m.type == message_type)
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(example.to_json(), role)
+    assert caught.value.code == "unknown_type"
+    assert f"a {role} cannot send '{message_type}'" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "fragment"),
+    [
+        ("x" * (p.MAX_MESSAGE_BYTES + 1), "too_large", "65537 bytes exceeds 65536"),
+        ("{", "malformed", "not valid JSON"),
+        (b"\xff", "malformed", "not valid JSON"),
+        ("[]", "malformed", "must be a JSON object"),
+        ("null", "malformed", "must be a JSON object"),
+        ('{"type":"end"}', "unsupported_version", "protocol version None is not 1"),
+        ('{"v":2,"type":"end"}', "unsupported_version", "protocol version 2 is not 1"),
+        ('{"v":"1","type":"end"}', "unsupported_version", "protocol version '1' is not 1"),
+        ('{"v":1}', "unknown_type", "a player cannot send None"),
+        (
+            wire("nope"),
+            "unknown_type",
+            "a player cannot send 'nope'; expected one of ['end', 'offer', 'play']",
+        ),
+        ('{"v":1,"type":["play"]}', "unknown_type", "a player cannot send ['play']"),
+        (wire("play"), "bad_field", "play needs field 'game'"),
+        (wire("offer"), "bad_field", "offer needs field 'sdp'"),
+        (wire("play", game=5), "bad_field", "play.game must be a string"),
+        (wire("play", game="g" * 65), "bad_field", "play.game is longer than 64 characters"),
+        (wire("play", game="g", width="1280"), "bad_field", "play.width must be an integer"),
+        (wire("play", game="g", width=1280.0), "bad_field", "play.width must be an integer"),
+        (wire("play", game="g", fps=True), "bad_field", "play.fps must be an integer"),
+        (wire("play", game="g", width=319), "bad_field", "play.width=319 is outside [320, 3840]"),
+        (
+            wire("play", game="g", height=2161),
+            "bad_field",
+            "play.height=2161 is outside [180, 2160]",
+        ),
+        (wire("play", game="g", fps=0), "bad_field", "play.fps=0 is outside [1, 240]"),
+        (wire("play", game="g", mode="vr"), "bad_field", "play has unknown fields ['mode']"),
+        (wire("end", session="s" * 129), "bad_field", "end.session is longer than 128 characters"),
+        (
+            wire("offer", sdp="a" * (p.MAX_SDP_BYTES + 1)),
+            "bad_field",
+            "offer.sdp is longer than 49152",
+        ),
+    ],
+)
+def test_refused_from_player(raw: str | bytes, code: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "player")
+    assert caught.value.code == code
+    assert fragment in caught.value.reason
+
+
+def register(**changes: Any) -> str:
+    fields = {
+        "container": "c1",
+        "games": ["tetris"],
+        "encoders": ["h264"],
+        "max_width": 1920,
+        "max_height": 1080,
+        "max_fps": 60,
+        **changes,
+    }
+    return wire("register", **fields)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (register(games="tetris"), "register.games must be a list of at most 64 strings"),
+        (register(games=["g"] * 65), "register.games must be a list of at most 64 strings"),
+        (register(encoders=["h264"] * 9), "register.encoders must be a list of at most 8 strings"),
+        (register(games=[1]), "register.games must be a string"),
+        (register(encoders=["e" * 33]), "register.encoders is longer than 32 characters"),
+        (register(max_width=7681), "register.max_width=7681 is outside [320, 7680]"),
+        (register(max_fps=False), "register.max_fps must be an integer"),
+        (wire("heartbeat", load=0.5), "heartbeat has unknown fields ['load']"),
+        (wire("answer", session="s1"), "answer needs field 'sdp'"),
+    ],
+)
+def test_refused_from_container(raw: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "container")
+    assert caught.value.code == "bad_field"
+    assert fragment in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        register(games=["g" * 64] * 64, encoders=["e" * 32] * 8, max_width=7680, max_fps=240),
+        register(games=[], encoders=[], max_width=320, max_height=180, max_fps=1),
+    ],
+    ids=["upper-limits", "lower-limits"],
+)
+def test_limits_are_inclusive(raw: str) -> None:
+    assert isinstance(parse_message(raw, "container"), p.Register)
+
+
+def test_boolean_version_is_refused() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message('{"v":true,"type":"heartbeat"}', "container")
+    assert caught.value.code == "unsupported_version"
+
+
+def test_size_limit_counts_utf8_bytes_of_text() -> None:
+    raw = json.dumps({"v": 1, "type": "offer", "sdp": "\u20ac" * 40_000}, ensure_ascii=False)
+    assert len(raw.encode()) > p.MAX_MESSAGE_BYTES
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "player")
+    assert caught.value.code == "too_large"
