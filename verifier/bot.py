@@ -40,6 +40,8 @@ class BotPlayer:
         self.log = FrameLog()
         self.latest_frame: Any = None
         self.session_id: str | None = None
+        self.session_state = "requested"
+        self.end_reason: str | None = None
         self.errors: list[dict[str, Any]] = []  # error replies on the input channel
         self._progress = asyncio.Condition()  # notified on every decoded frame
         self._channel_open = asyncio.Event()
@@ -70,10 +72,15 @@ class BotPlayer:
             await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
             answer = await self._expect(ws, p.SessionAnswer)
             await self._pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            # Keep reading: it answers the server's pings and hears how the session goes.
+            signals = asyncio.create_task(self._follow_signaling(ws))
             try:
                 yield self
             finally:
-                await ws.send_str(p.End(reason="bot finished").to_json())
+                signals.cancel()
+                await asyncio.gather(signals, return_exceptions=True)
+                if not ws.closed:
+                    await ws.send_str(p.End(reason="bot finished").to_json())
                 await self.close()
 
     async def close(self) -> None:
@@ -119,6 +126,15 @@ class BotPlayer:
                 if isinstance(message, p.Error | p.Ended):
                     raise BotError(f"server answered {message.to_json()}")
         raise BotError("signaling closed before the session started")
+
+    async def _follow_signaling(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            message = p.parse_message(frame.data, "server")
+            if isinstance(message, p.SessionState):
+                self.session_state = message.state
+            elif isinstance(message, p.Ended):
+                self.session_state = "ended"
+                self.end_reason = message.reason
 
     def _start_reading(self, track: Any) -> None:
         if track.kind == "video" and self._reader is None:

@@ -26,6 +26,7 @@ const state = {
   markersUnreadable: 0,
   g2gWindow: [], // glass-to-glass samples since the last overlay refresh
   g2gSamples: [],
+  displaySamples: [], // capture -> expected display (vsync) time
   i2pSamples: [],
   presentedTimes: [], // wall-clock ms of every frame presented, for pacing statistics
   inputSent: new Map(), // seq -> wall-clock ms when sent
@@ -85,9 +86,12 @@ function gatheringDone(peer) {
   });
 }
 
+// Glass-to-glass per MARKER.md is taken when the frame is presented (handed to the compositor);
+// expectedDisplayTime, when the next vsync should show it, is kept beside it as display latency.
 async function onVideoFrame(now, metadata) {
   if (pc) video.requestVideoFrameCallback(onVideoFrame);
-  const presentedAt = wallClock(metadata.expectedDisplayTime ?? now);
+  const presentedAt = wallClock(metadata.presentationTime ?? now);
+  const displayedAt = wallClock(metadata.expectedDisplayTime ?? now);
   if (state.timeToFirstFrameMs === null && state.playPressedAt !== null) {
     state.timeToFirstFrameMs = presentedAt - state.playPressedAt;
   }
@@ -102,6 +106,7 @@ async function onVideoFrame(now, metadata) {
   const g2g = captureAgeMs(marker.captureTimeMs, presentedAt);
   record(state.g2gWindow, g2g);
   record(state.g2gSamples, g2g);
+  record(state.displaySamples, captureAgeMs(marker.captureTimeMs, displayedAt));
   for (const [seq, sentAt] of state.inputSent) {
     if (seq > marker.inputSequence) break;
     record(state.i2pSamples, presentedAt - sentAt);
@@ -111,6 +116,7 @@ async function onVideoFrame(now, metadata) {
 
 async function startPeer() {
   pc = new RTCPeerConnection();
+  state.peer = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   channel = pc.createDataChannel("input", { ordered: false, maxRetransmits: 0 });
   channel.onmessage = (e) => {
