@@ -33,7 +33,12 @@ from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
 from verifier.frame_stats import FrameLog, count_freezes, percentile
 
-CONFIGURATIONS = {"gamecast x264": "x264", "aiortc stock H.264": "aiortc"}
+# label -> `gamecast container` options; the last is aiortc as it ships: the baseline.
+CONFIGURATIONS = {
+    "gamecast": ["--encoder", "x264"],
+    "gamecast, no playout-delay": ["--encoder", "x264", "--no-playout-delay"],
+    "aiortc stock H.264": ["--encoder", "aiortc", "--no-playout-delay"],
+}
 WARMUP_SECONDS = 3.0
 INPUT_PERIOD = 0.2
 # framesDecoded straight from getStats (the overlay's copy is up to a second old).
@@ -48,12 +53,13 @@ TARGETS = {"fps_min": 59.0, "chromium_g2g_p50_max_ms": 25.0}
 
 
 @contextlib.asynccontextmanager
-async def container_process(server: RunningServer, encoder: str) -> AsyncIterator[psutil.Process]:
+async def container_process(
+    server: RunningServer, container_id: str, options: list[str]
+) -> AsyncIterator[psutil.Process]:
     """A `gamecast container` process, registered and ready; stopped with SIGINT afterwards."""
-    container_id = f"bench-{encoder}"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gamecast", "container", "--server", server.container_url,
-        "--id", container_id, "--encoder", encoder,
+        "--id", container_id, *options,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -193,8 +199,8 @@ def machine() -> dict[str, Any]:
 async def run(seconds: float, with_browser: bool) -> dict[str, Any]:
     rows = []
     async with serve("127.0.0.1", 0) as server:
-        for label, encoder in CONFIGURATIONS.items():
-            async with container_process(server, encoder) as sender:
+        for number, (label, options) in enumerate(CONFIGURATIONS.items()):
+            async with container_process(server, f"bench-{number}", options) as sender:
                 clients: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
                     "aiortc bot": measure_bot
                 }

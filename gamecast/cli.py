@@ -34,7 +34,8 @@ async def _forever() -> None:
 
 
 async def _up(args: argparse.Namespace) -> None:
-    async with embedded_network(args.host, args.port, args.encoder, args.codec) as (server, agent):
+    network = embedded_network(args.host, args.port, args.encoder, args.codec, args.playout_delay)
+    async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
         config = agent.config
         print(
@@ -52,7 +53,13 @@ async def _indexer(args: argparse.Namespace) -> None:
 
 
 async def _container(args: argparse.Namespace) -> None:
-    config = AgentConfig(args.server, args.id, encoder=args.encoder, codec=args.codec)
+    config = AgentConfig(
+        args.server,
+        args.id,
+        encoder=args.encoder,
+        codec=args.codec,
+        playout_delay=args.playout_delay,
+    )
     async with run_agent(config):
         print(f"container {args.id} registered with {args.server}")
         await _forever()
@@ -78,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--codec", choices=("h264", "vp8"), default="h264", help="preferred video codec"
+        )
+        sub.add_argument(
+            "--no-playout-delay",
+            dest="playout_delay",
+            action="store_false",
+            help="do not ask browsers to render at once (RTP playout-delay min=max=0)",
         )
 
     up = commands.add_parser(

@@ -13,6 +13,7 @@ from aiohttp import web
 from signaling.server import ServerConfig, create_app
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.encoder import install_encoder
+from streamer.playout_delay import install_playout_delay
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ async def serve(
 async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
     """Run a container agent until the block exits; yields once it has registered."""
     install_encoder(config.encoder)
+    if config.playout_delay:
+        install_playout_delay()
     agent = ContainerAgent(config)
     task = asyncio.create_task(agent.run(), name=f"agent-{config.container_id}")
     try:
@@ -73,10 +76,20 @@ async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
 
 @contextlib.asynccontextmanager
 async def embedded_network(
-    host: str = "127.0.0.1", port: int = 0, encoder: str = "x264", codec: str = "h264"
+    host: str = "127.0.0.1",
+    port: int = 0,
+    encoder: str = "x264",
+    codec: str = "h264",
+    playout_delay: bool = True,
 ) -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
     """The whole network in one process: what `gamecast up` runs and what tests start."""
     async with serve(host, port) as server:
-        agent_config = AgentConfig(server.container_url, "local-1", encoder=encoder, codec=codec)
+        agent_config = AgentConfig(
+            server.container_url,
+            "local-1",
+            encoder=encoder,
+            codec=codec,
+            playout_delay=playout_delay,
+        )
         async with run_agent(agent_config) as agent:
             yield server, agent

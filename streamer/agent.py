@@ -31,6 +31,7 @@ class AgentConfig:
     max_width: int = 1920
     max_height: int = 1080
     max_fps: int = 120
+    playout_delay: bool = True  # ask browsers to render at once (streamer/playout_delay.py)
 
 
 class ContainerAgent:

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from streamer.playout_delay import URI
+
 pytestmark = pytest.mark.browser
 
 
@@ -45,3 +47,6 @@ async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser
     assert state["i2p"] >= 1
     assert state["codec"] == "video/H264"
     assert state["unreadable"] < state["read"] / 10
+
+    answer = await page.evaluate("window.gamecast.peer.remoteDescription.sdp")
+    assert f" {URI}" in answer  # the container accepted the browser's playout-delay offer

@@ -43,7 +43,7 @@ def test_up_prints_its_url_serves_the_page_and_stops_cleanly_on_ctrl_c() -> None
         output, _ = process.communicate(timeout=15)
     except BaseException:
         process.kill()
-        process.wait()
+        process.communicate()
         raise
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
