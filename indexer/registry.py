@@ -79,9 +79,6 @@ class ContainerRegistry:
     def __contains__(self, container_id: str) -> bool:
         return container_id in self._containers
 
-    def __len__(self) -> int:
-        return len(self._containers)
-
     def get(self, container_id: str) -> ContainerRecord:
         try:
             return self._containers[container_id]

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
@@ -31,7 +31,6 @@ class InputCounters:
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
-    by_code: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,6 @@ class StreamSession:
             event = parse_input(raw)
         except InputError as exc:
             self.input.rejected += 1
-            self.input.by_code[exc.code] = self.input.by_code.get(exc.code, 0) + 1
             self._reply_error(channel, exc, now)
             return
         self.input.accepted += 1

@@ -43,10 +43,6 @@ class GameVideoTrack(MediaStreamTrack):
     def push_input(self, event: InputEvent) -> None:
         self._pending.append(event)
 
-    @property
-    def frames_skipped(self) -> int:
-        return self._pacer.skipped_total if self._pacer else 0
-
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError("the game track has stopped")

@@ -10,6 +10,7 @@ import pytest
 
 from gamecast.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
+from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
 
 
@@ -18,6 +19,16 @@ async def network() -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
     """Signaling + indexer on 127.0.0.1:<ephemeral>, one container agent connected over WS."""
     async with embedded_network() as running:
         yield running
+
+
+@pytest.fixture
+async def playing_bot(network, http) -> AsyncIterator[BotPlayer]:
+    """An aiortc bot player in a session with the network's container, input channel open."""
+    server, _ = network
+    bot = BotPlayer(server.player_url)
+    async with bot.play(http):
+        await bot.wait_channel_open()
+        yield bot
 
 
 @pytest.fixture

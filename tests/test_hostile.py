@@ -12,7 +12,6 @@ from signaling.protocol import MAX_MESSAGE_BYTES
 from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT
 from streamer.input_events import EVENT_BURST
 from tests.conftest import eventually
-from verifier.bot import BotPlayer
 
 BAD_SIGNALING = [
     ("{not json", "malformed"),
@@ -93,52 +92,52 @@ async def test_container_must_register_first(network, http) -> None:
         assert "already registered" in error["reason"]
 
 
-async def test_abuse_never_touches_a_live_session(network, http) -> None:
+async def test_abuse_never_touches_a_live_session(network, http, playing_bot) -> None:
     """A playing bot keeps receiving frames while another client abuses the server."""
     server, _ = network
-    bot = BotPlayer(server.player_url)
-    async with bot.play(http):
-        await bot.wait_frames(30)
-        async with http.ws_connect(server.player_url, max_msg_size=0) as abuser:
-            for raw, _ in BAD_SIGNALING:
-                await abuser.send_str(raw)
-            await abuser.send_str("x" * (TRANSPORT_LIMIT + 1))  # beyond the transport limit
-            async with asyncio.timeout(5):
-                while (await abuser.receive()).type is not aiohttp.WSMsgType.CLOSE:
-                    pass
-            assert abuser.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-        seen = bot.log.frames
-        await bot.wait_frames(seen + 60)
-        async with http.get(server.url + "/api/sessions") as response:
-            sessions = (await response.json())["sessions"]
-        assert [s["state"] for s in sessions] == ["playing"]
+    bot = playing_bot
+    await bot.wait_frames(30)
+    async with http.ws_connect(server.player_url, max_msg_size=0) as abuser:
+        for raw, _ in BAD_SIGNALING:
+            await abuser.send_str(raw)
+        await abuser.send_str("x" * (TRANSPORT_LIMIT + 1))  # beyond the transport limit
+        async with asyncio.timeout(5):
+            while (await abuser.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                pass
+        assert abuser.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    seen = bot.log.frames
+    await bot.wait_frames(seen + 60)
+    async with http.get(server.url + "/api/sessions") as response:
+        sessions = (await response.json())["sessions"]
+    assert [s["state"] for s in sessions] == ["playing"]
+    assert bot.session_state == "playing"  # as the bot heard it over its own signaling socket
 
 
-async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(network, http) -> None:
-    server, agent = network
-    bot = BotPlayer(server.player_url)
-    async with bot.play(http):
-        await bot.wait_frames(10)
-        await bot.wait_channel_open()
-        for raw, _ in BAD_INPUT:
-            bot.send_raw(raw)
-        await eventually(lambda: len(bot.errors) >= len(BAD_INPUT))
-        assert sorted(e["code"] for e in bot.errors) == sorted(code for _, code in BAD_INPUT)
-        assert all(e["reason"] for e in bot.errors)
+async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(
+    network, playing_bot
+) -> None:
+    _, agent = network
+    bot = playing_bot
+    await bot.wait_frames(10)
+    for raw, _ in BAD_INPUT:
+        bot.send_raw(raw)
+    await eventually(lambda: len(bot.errors) >= len(BAD_INPUT))
+    assert sorted(e["code"] for e in bot.errors) == sorted(code for _, code in BAD_INPUT)
+    assert all(e["reason"] for e in bot.errors)
 
-        for _ in range(EVENT_BURST + 200):  # a flood far beyond the burst allowance
-            bot.send_input({"type": "pointermove", "dx": 1, "dy": 0})
-        session = agent.sessions[bot.session_id]
-        await eventually(
-            lambda: session.input.accepted + session.input.rate_limited >= EVENT_BURST + 200
-        )
-        assert session.input.rejected == len(BAD_INPUT)
-        assert session.input.rate_limited > 0
+    for _ in range(EVENT_BURST + 200):  # a flood far beyond the burst allowance
+        bot.send_input({"type": "pointermove", "dx": 1, "dy": 0})
+    session = agent.sessions[bot.session_id]
+    await eventually(
+        lambda: session.input.accepted + session.input.rate_limited >= EVENT_BURST + 200
+    )
+    assert session.input.rejected == len(BAD_INPUT)
+    assert session.input.rate_limited > 0
 
-        await asyncio.sleep(1.0)  # let the bucket refill, then a valid event still gets through
-        seq = bot.send_input({"type": "key", "code": "KeyW", "down": True})
-        assert seq == EVENT_BURST + 201  # numbered after the whole flood
-        marker = await bot.wait_input_applied(seq)
-        assert marker.input_sequence == seq
-        seen = bot.log.frames
-        await bot.wait_frames(seen + 30)
+    await asyncio.sleep(1.0)  # let the bucket refill, then a valid event still gets through
+    seq = bot.send_input({"type": "key", "code": "KeyW", "down": True})
+    assert seq == EVENT_BURST + 201  # numbered after the whole flood
+    marker = await bot.wait_input_applied(seq)
+    assert marker.input_sequence == seq
+    seen = bot.log.frames
+    await bot.wait_frames(seen + 30)

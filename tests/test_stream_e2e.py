@@ -11,7 +11,6 @@ from streamer.encoder import (
     encoder_in_use,
     install_encoder,
 )
-from verifier.bot import BotPlayer
 
 CURSOR_AT = (0.25, 0.75)
 
@@ -23,32 +22,32 @@ def _region_rgb(frame, x: float, y: float) -> np.ndarray:
     return rgb[cy - 10 : cy - 4, cx - 10 : cx - 4].reshape(-1, 3).mean(axis=0)
 
 
-async def test_bot_receives_continuous_frames_and_input_changes_the_game(network, http) -> None:
-    server, agent = network
-    bot = BotPlayer(server.player_url)
-    async with bot.play(http):
-        await bot.wait_frames(120)
-        await bot.wait_channel_open()
-        assert bot.log.unreadable == 0
-        assert bot.log.sequence_gaps() == 0
-        sequences = [s.marker.frame_sequence for s in bot.log.samples]
-        assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+async def test_bot_receives_continuous_frames_and_input_changes_the_game(
+    network, playing_bot
+) -> None:
+    _, agent = network
+    bot = playing_bot
+    await bot.wait_frames(120)
+    assert bot.log.unreadable == 0
+    assert bot.log.sequence_gaps() == 0
+    sequences = [s.marker.frame_sequence for s in bot.log.samples]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
 
-        bot.send_input({"type": "pointermove", "x": CURSOR_AT[0], "y": CURSOR_AT[1]})
-        await bot.wait_input_applied(1)
-        before = _region_rgb(bot.latest_frame, *CURSOR_AT)
-        seq = bot.send_input({"type": "pointerbutton", "button": 0, "down": True})
-        marker = await bot.wait_input_applied(seq)
-        after = _region_rgb(bot.latest_frame, *CURSOR_AT)
+    bot.send_input({"type": "pointermove", "x": CURSOR_AT[0], "y": CURSOR_AT[1]})
+    await bot.wait_input_applied(1)
+    before = _region_rgb(bot.latest_frame, *CURSOR_AT)
+    seq = bot.send_input({"type": "pointerbutton", "button": 0, "down": True})
+    marker = await bot.wait_input_applied(seq)
+    after = _region_rgb(bot.latest_frame, *CURSOR_AT)
 
-        assert marker.input_sequence >= seq
-        assert np.allclose(after, (230, 40, 40), atol=30), after  # main button fills it red
-        assert not np.allclose(before, after, atol=30)
-        session = agent.sessions[bot.session_id]
-        assert session.input.accepted == 2
-        encoder = encoder_in_use(session.video_sender)
-        assert isinstance(encoder, LowLatencyH264Encoder)
-        assert encoder.frames_encoded >= 120
+    assert marker.input_sequence >= seq
+    assert np.allclose(after, (230, 40, 40), atol=30), after  # main button fills it red
+    assert not np.allclose(before, after, atol=30)
+    session = agent.sessions[bot.session_id]
+    assert session.input.accepted == 2
+    encoder = encoder_in_use(session.video_sender)
+    assert isinstance(encoder, LowLatencyH264Encoder)
+    assert encoder.frames_encoded >= 120
 
 
 def test_encoder_seam_fails_loudly_when_aiortc_moves_it(monkeypatch) -> None:
