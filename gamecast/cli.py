@@ -65,10 +65,16 @@ async def _container(args: argparse.Namespace) -> None:
         await _forever()
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _bench_latency(args: argparse.Namespace) -> None:
     from benchmarks import latency  # noqa: PLC0415  (heavy: Playwright, only for benchmarks)
 
     latency.main(args)
+
+
+def _bench_render(args: argparse.Namespace) -> None:
+    from benchmarks import render  # noqa: PLC0415
+
+    render.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bench-results/latency.json", help="where to write the JSON"
     )
     latency.add_argument("--no-browser", action="store_true", help="skip the Chromium client")
-    latency.set_defaults(handler=_bench)
+    latency.set_defaults(handler=_bench_latency)
+    render = bench_kinds.add_parser(
+        "render", help="per-frame CPU cost of the game, the marker and colour conversion"
+    )
+    render.add_argument("--frames", type=int, default=300, help="frames timed per stage")
+    render.add_argument(
+        "--out", default="bench-results/render.json", help="where to write the JSON"
+    )
+    render.set_defaults(handler=_bench_render)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import urllib.request
 
 import pytest
+
+from benchmarks.latency import CONFIGURATIONS
 
 GAMECAST = [sys.executable, "-m", "gamecast"]
 
@@ -55,3 +58,31 @@ def test_bad_arguments_say_what_is_wrong(argv: list[str]) -> None:
     result = subprocess.run([*GAMECAST, *argv], check=False, capture_output=True, text=True)
     assert result.returncode == 2
     assert "error:" in result.stderr
+
+
+def test_render_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
+    out = tmp_path / "render.json"
+    result = subprocess.run(
+        [*GAMECAST, "bench", "render", "--frames", "3", "--out", str(out)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    stages = {(r["resolution"], r["stage"]) for r in report["results"]}
+    assert ("1280x720", "game render") in stages
+    assert ("1920x1080", "RGB->I420 numpy (baseline)") in stages
+    assert "game render" in result.stdout
+
+
+def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) -> None:
+    out = tmp_path / "latency.json"
+    subprocess.run(
+        [*GAMECAST, "bench", "latency", "--seconds", "1", "--no-browser", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in rows] == list(CONFIGURATIONS)
+    for row in rows:
+        assert row["client"] == "aiortc bot"
+        assert row["received_fps"] > 0
+        assert row["g2g_p50_ms"] > 0
+        assert row["unreadable"] == 0
