@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
+from signaling.protocol import Play
 from streamer.encoder import (
     EncoderHookError,
     LowLatencyH264Encoder,
     encoder_in_use,
     install_encoder,
 )
+from tests.conftest import eventually
+from verifier.bot import BotPlayer
 
 CURSOR_AT = (0.25, 0.75)
 
@@ -58,3 +63,34 @@ def test_encoder_seam_fails_loudly_when_aiortc_moves_it(monkeypatch) -> None:
         install_encoder("x264")
     with pytest.raises(EncoderHookError, match="no longer keeps its encoder"):
         encoder_in_use(object())
+
+
+async def _availability(http, server) -> list[str]:
+    async with http.get(server.url + "/api/containers") as response:
+        return [c["availability"] for c in (await response.json())["containers"]]
+
+
+async def test_container_is_released_after_an_end_and_after_a_vanished_player(
+    network, http
+) -> None:
+    server, agent = network
+    first = BotPlayer(server.player_url)
+    async with first.play(http):
+        await first.wait_frames(10)
+        assert await _availability(http, server) == ["in_session"]
+    await eventually(lambda: not agent.sessions)
+    assert await _availability(http, server) == ["standby"]
+
+    async with http.ws_connect(server.player_url) as vanishing:  # plays, then just disconnects
+        await vanishing.send_str(Play("reference").to_json())
+        assert (await vanishing.receive_json())["type"] == "matched"
+        assert await _availability(http, server) == ["reserved"]
+    async with asyncio.timeout(5):
+        while await _availability(http, server) != ["standby"]:  # noqa: ASYNC110 (server state)
+            await asyncio.sleep(0.02)
+
+    second = BotPlayer(server.player_url)
+    async with second.play(http):
+        await second.wait_frames(30)
+        assert second.log.sequence_gaps() == 0
+        assert second.log.samples[0].marker.frame_sequence < 30  # a fresh stream, not the old one
