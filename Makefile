@@ -34,8 +34,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy streamer/marker.py streamer/game.py streamer/input_events.py streamer/pacing.py signaling/protocol.py signaling/session.py signaling/rate_limit.py indexer verifier/frame_stats.py
 
+# asyncio debug mode: a callback that blocks the event loop for 100 ms or more is logged live.
 test: install system-deps lint typecheck
-	$(BIN)/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -p no:cacheprovider -o log_cli=true -o log_cli_level=WARNING \
+		--cov --cov-report=term:skip-covered
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 // The play page: ask the indexer for a container, negotiate WebRTC through signaling, show
 // the stream with the lowest delay the browser allows, send input, measure from the marker.
 // window.gamecast exposes the live state for tests and benchmarks.
-import { VERSION } from "/protocol.js";
+import { MESSAGE_TYPES, VERSION } from "/protocol.js";
 import { InputCapture } from "/static/input.js";
 import { MarkerReader, captureAgeMs } from "/static/marker.js";
 import { StatsOverlay } from "/static/stats.js";
@@ -49,7 +49,12 @@ function setStatus(text) {
   $("status").textContent = text;
 }
 
+// Every message the page sends is checked against the contract the server publishes, so a
+// drift between the two fails here, loudly, rather than as an error reply later.
 function send(message) {
+  const fields = MESSAGE_TYPES[message.type];
+  const unknown = Object.keys(message).filter((k) => k !== "type" && !fields?.includes(k));
+  if (!fields || unknown.length) throw new Error(`not in the protocol: ${message.type} ${unknown}`);
   ws.send(JSON.stringify({ v: VERSION, ...message }));
 }
 
