@@ -13,11 +13,12 @@ import logging
 import random
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from indexer.registry import ContainerRegistry
 from signaling import protocol as p
@@ -45,6 +46,7 @@ BROKER = web.AppKey("broker", SessionBroker)
 PEERS = web.AppKey("peers", dict)
 CONFIG = web.AppKey("config", ServerConfig)
 COUNTERS = web.AppKey("counters", dict)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 
 def create_app(config: ServerConfig | None = None) -> web.Application:
@@ -55,6 +57,8 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app[PEERS] = {}
     app[CONFIG] = config
     app[COUNTERS] = {"errors": 0}
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(_close_sockets)
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/api/containers", list_containers)
@@ -76,6 +80,19 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Tell every peer we are going away; otherwise shutdown waits for them to hang up."""
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+async def _open_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_LIMIT, heartbeat=10)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    return ws
 
 
 async def _deliver(app: web.Application, outgoing: list[Outgoing]) -> None:
@@ -117,8 +134,7 @@ async def _messages(
 
 async def player_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_LIMIT, heartbeat=10)
-    await ws.prepare(request)
+    ws = await _open_socket(request)
     broker = app[BROKER]
     player_id = uuid.uuid4().hex[:12]
     app[PEERS][("player", player_id)] = ws
@@ -144,8 +160,7 @@ async def player_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def container_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    ws = web.WebSocketResponse(max_msg_size=TRANSPORT_LIMIT, heartbeat=10)
-    await ws.prepare(request)
+    ws = await _open_socket(request)
     broker = app[BROKER]
     container_id: str | None = None
     try:
