@@ -24,6 +24,7 @@ import av
 from aiortc.codecs import get_encoder as stock_get_encoder
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -122,14 +123,43 @@ class LowLatencyH264Encoder(Encoder):
             codec.bit_rate = bitrate  # libx264 reconfigures in place: no IDR
 
 
+class FallbackVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 with a bitrate range fit for the stream instead of its 0.25-1.5 Mb/s clamp.
+
+    Only used when a player cannot take H.264. It keeps aiortc's behaviour otherwise, including
+    a fresh keyframe on every >10 % bitrate change.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bitrate: int | None = None
+        self._ceiling = MAX_BITRATE
+
+    @property  # type: ignore[override]
+    def target_bitrate(self) -> int:
+        return self._bitrate if self._bitrate is not None else self._ceiling
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._bitrate = max(MIN_BITRATE, min(self._ceiling, bitrate))
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        fps = float(fractions.Fraction(1, 1) / frame.time_base)
+        self._ceiling = bitrate_for(frame.width, frame.height, fps)
+        return super().encode(frame, force_keyframe)  # type: ignore[no-any-return]
+
+
 def _rtp_payloads(bitstream: bytes) -> list[bytes]:
     """RFC 6184 payloads (single NAL, STAP-A, FU-A), by aiortc's own packetizer."""
     return H264Encoder._packetize(H264Encoder._split_bitstream(bitstream))
 
 
 def _gamecast_get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
-    if codec.mimeType.lower() == "video/h264":
+    mime_type = codec.mimeType.lower()
+    if mime_type == "video/h264":
         return LowLatencyH264Encoder()
+    if mime_type == "video/vp8":
+        return FallbackVp8Encoder()
     return stock_get_encoder(codec)
 
 

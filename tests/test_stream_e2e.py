@@ -10,6 +10,7 @@ import pytest
 from signaling.protocol import Play
 from streamer.encoder import (
     EncoderHookError,
+    FallbackVp8Encoder,
     LowLatencyH264Encoder,
     encoder_in_use,
     install_encoder,
@@ -94,3 +95,26 @@ async def test_container_is_released_after_an_end_and_after_a_vanished_player(
         await second.wait_frames(30)
         assert second.log.sequence_gaps() == 0
         assert second.log.samples[0].marker.frame_sequence < 30  # a fresh stream, not the old one
+
+
+STREAMS = {
+    "1080p60-h264": ("video/H264", 1920, 1080, 60, LowLatencyH264Encoder),
+    "720p60-vp8": ("video/VP8", 1280, 720, 60, FallbackVp8Encoder),
+    "720p120-h264": ("video/H264", 1280, 720, 120, LowLatencyH264Encoder),
+}
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+async def test_the_player_chooses_size_and_rate_and_vp8_is_the_fallback(
+    network, http, stream: str
+) -> None:
+    codec, width, height, fps, encoder_class = STREAMS[stream]
+    server, agent = network
+    bot = BotPlayer(server.player_url, codec=codec)
+    async with bot.play(http, width=width, height=height, fps=fps):
+        await bot.wait_frames(60)
+        assert (bot.latest_frame.width, bot.latest_frame.height) == (width, height)
+        assert bot.log.unreadable == 0
+        assert bot.log.sequence_gaps() == 0
+        encoder = encoder_in_use(agent.sessions[bot.session_id].video_sender)
+        assert isinstance(encoder, encoder_class)

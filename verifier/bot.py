@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from signaling import protocol as p
@@ -35,8 +35,10 @@ def luma_plane(frame: Any) -> np.ndarray:
 
 
 class BotPlayer:
-    def __init__(self, player_url: str) -> None:
+    def __init__(self, player_url: str, codec: str | None = None) -> None:
+        """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser."""
         self.player_url = player_url
+        self.codec = codec
         self.log = FrameLog()
         self.latest_frame: Any = None
         self.session_id: str | None = None
@@ -66,7 +68,10 @@ class BotPlayer:
             await ws.send_str(p.Play(game, width, height, fps).to_json())
             matched = await self._expect(ws, p.Matched)
             self.session_id = matched.session
-            self._pc.addTransceiver("video", direction="recvonly")
+            transceiver = self._pc.addTransceiver("video", direction="recvonly")
+            if self.codec is not None:
+                codecs = RTCRtpReceiver.getCapabilities("video").codecs
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
             self._pc.on("track", self._start_reading)
             await self._pc.setLocalDescription(await self._pc.createOffer())
             await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
