@@ -39,7 +39,6 @@ class ContainerAgent:
         self.config = config
         self.sessions: dict[str, StreamSession] = {}
         self.registered = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -52,20 +51,21 @@ class ContainerAgent:
                     ) as ws:
                         attempt = 0
                         await self._serve(ws)
-                except (aiohttp.ClientError, OSError) as exc:
+                except* (aiohttp.ClientError, OSError) as group:
+                    # Sends can fail in the heartbeat task too, hence a group, not one error.
                     log.warning(
-                        "container %s: signaling unreachable (%s)", self.config.container_id, exc
+                        "container %s: signaling unreachable (%s)",
+                        self.config.container_id,
+                        "; ".join(str(e) for e in group.exceptions),
                     )
                 finally:
                     self.registered.clear()
-                    self._ws = None
                     await self._close_sessions("signaling connection lost")
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 attempt += 1
                 await asyncio.sleep(delay)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
         cfg = self.config
         register = p.Register(
             cfg.container_id,

@@ -9,7 +9,7 @@ import socket
 import aiohttp
 
 from gamecast.runtime import run_agent, serve
-from streamer.agent import AgentConfig
+from streamer.agent import AgentConfig, ContainerAgent
 from tests.conftest import eventually
 
 
@@ -39,3 +39,26 @@ async def test_agent_registers_again_after_the_server_restarts() -> None:
             async with asyncio.timeout(10):
                 await agent.registered.wait()
             assert await _registered(restarted.url) == ["c1"]
+
+
+async def test_agent_survives_a_heartbeat_that_hits_a_closing_socket(monkeypatch) -> None:
+    """A send failing inside the heartbeat task must not end the agent's reconnect loop."""
+    heartbeats_started = 0
+    stock_heartbeat = ContainerAgent._heartbeat
+
+    async def fails_the_first_time(self: ContainerAgent, ws: object, interval: float) -> None:
+        nonlocal heartbeats_started
+        heartbeats_started += 1
+        if heartbeats_started == 1:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        await stock_heartbeat(self, ws, interval)
+
+    monkeypatch.setattr(ContainerAgent, "_heartbeat", fails_the_first_time)
+    async with (
+        serve("127.0.0.1", 0) as server,
+        run_agent(AgentConfig(server.container_url, "c1")),
+    ):
+        await eventually(lambda: heartbeats_started >= 2)  # reconnected and registered again
+        async with asyncio.timeout(5):
+            while await _registered(server.url) != ["c1"]:  # noqa: ASYNC110 (server state)
+                await asyncio.sleep(0.02)
