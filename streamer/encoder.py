@@ -134,6 +134,7 @@ class FallbackVp8Encoder(Vp8Encoder):
         super().__init__()
         self._bitrate: int | None = None
         self._ceiling = MAX_BITRATE
+        self._geometry: tuple[int, int, Any] | None = None
 
     @property  # type: ignore[override]
     def target_bitrate(self) -> int:
@@ -144,8 +145,11 @@ class FallbackVp8Encoder(Vp8Encoder):
         self._bitrate = max(MIN_BITRATE, min(self._ceiling, bitrate))
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        fps = float(fractions.Fraction(1, 1) / frame.time_base)
-        self._ceiling = bitrate_for(frame.width, frame.height, fps)
+        geometry = (frame.width, frame.height, frame.time_base)
+        if geometry != self._geometry:  # once per stream shape, not per frame
+            self._geometry = geometry
+            fps = float(fractions.Fraction(1, 1) / frame.time_base)
+            self._ceiling = bitrate_for(frame.width, frame.height, fps)
         return super().encode(frame, force_keyframe)  # type: ignore[no-any-return]
 
 
