@@ -47,6 +47,12 @@ async def serve(
         await runner.cleanup()
 
 
+def _report_agent_exit(task: asyncio.Task[None]) -> None:
+    """An agent only ends when cancelled; anything else must be seen, not swallowed."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("container agent %s stopped: %r", task.get_name(), task.exception())
+
+
 @contextlib.asynccontextmanager
 async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
     """Run a container agent until the block exits; yields once it has registered."""
@@ -55,6 +61,7 @@ async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
         install_playout_delay()
     agent = ContainerAgent(config)
     task = asyncio.create_task(agent.run(), name=f"agent-{config.container_id}")
+    task.add_done_callback(_report_agent_exit)
     try:
         registered = asyncio.create_task(agent.registered.wait())
         done, _ = await asyncio.wait(

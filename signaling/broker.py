@@ -51,6 +51,10 @@ class SessionBroker:
         return [Outgoing("container", spec.container_id, reply)]
 
     def heartbeat(self, container_id: str, now: float) -> None:
+        if container_id not in self.registry:
+            raise p.ProtocolError(
+                "expired", f"container {container_id!r} missed its heartbeats; register again"
+            )
         self.registry.heartbeat(container_id, now)
 
     def container_gone(self, container_id: str, reason: str) -> list[Outgoing]:

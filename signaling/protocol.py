@@ -48,8 +48,8 @@ class Play(Message):
     type = "play"
     senders = ("player",)
     game: str = field(metadata={"max": 64})
-    width: int = field(default=1280, metadata={"low": 320, "high": 3840})
-    height: int = field(default=720, metadata={"low": 180, "high": 2160})
+    width: int = field(default=1280, metadata={"low": 320, "high": 3840, "even": True})
+    height: int = field(default=720, metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(default=60, metadata={"low": 1, "high": 240})
 
 
@@ -137,8 +137,8 @@ class SessionOffer(Message):
     senders = ("server",)
     session: str = field(metadata={"max": MAX_TEXT})
     sdp: str = field(metadata={"max": MAX_SDP_BYTES})
-    width: int = field(metadata={"low": 320, "high": 3840})
-    height: int = field(metadata={"low": 180, "high": 2160})
+    width: int = field(metadata={"low": 320, "high": 3840, "even": True})
+    height: int = field(metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(metadata={"low": 1, "high": 240})
 
 
@@ -205,7 +205,7 @@ def parse_message(raw: str | bytes, role: Role) -> Message:
         raise ProtocolError("too_large", f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: Recursion
         raise ProtocolError("malformed", f"message is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("malformed", "message must be a JSON object")
@@ -245,6 +245,9 @@ def _check(kind: str, name: str, value: Any, rules: Any) -> Any:
             raise ProtocolError(
                 "bad_field", f"{kind}.{name}={value} is outside [{rules['low']}, {rules['high']}]"
             )
+        if rules.get("even") and value % 2:
+            # 4:2:0 video halves each dimension for chroma: x264 and libvpx refuse odd sizes.
+            raise ProtocolError("bad_field", f"{kind}.{name}={value} must be even")
         return value
     if "items" in rules:
         if not isinstance(value, list) or len(value) > rules["items"]:

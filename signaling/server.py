@@ -74,7 +74,10 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(app[CONFIG].heartbeat_period)
-            await _deliver(app, app[BROKER].expire(time.monotonic()))
+            try:
+                await _deliver(app, app[BROKER].expire(time.monotonic()))
+            except Exception:  # the sweep must outlive any one bad round
+                log.exception("heartbeat sweep failed; trying again next period")
 
     task = asyncio.create_task(sweep())
     yield
@@ -95,19 +98,26 @@ async def _open_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _send(ws: web.WebSocketResponse | None, message: p.Message) -> None:
+    """Send if the socket is open; a peer whose socket is closing loses the message, nobody else."""
+    if ws is None or ws.closed:
+        return
+    try:
+        await ws.send_str(message.to_json())
+    except ConnectionError as exc:  # aiohttp's ClientConnectionResetError included
+        log.info("could not send %s: %s", message.type, exc)
+
+
 async def _deliver(app: web.Application, outgoing: list[Outgoing]) -> None:
     for item in outgoing:
-        ws = app[PEERS].get((item.kind, item.peer_id))
-        if ws is not None and not ws.closed:
-            await ws.send_str(item.message.to_json())
+        await _send(app[PEERS].get((item.kind, item.peer_id)), item.message)
 
 
 async def _reply_error(
     app: web.Application, ws: web.WebSocketResponse, code: str, reason: str, ref: str = ""
 ) -> None:
     app[COUNTERS]["errors"] += 1
-    if not ws.closed:
-        await ws.send_str(p.Error(code, reason, ref).to_json())
+    await _send(ws, p.Error(code, reason, ref))
 
 
 async def _messages(
@@ -186,11 +196,15 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
                     raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
             except p.ProtocolError as exc:
                 await _reply_error(app, ws, exc.code, exc.reason, message.type)
+                if exc.code == "expired":  # its registration is gone: make it start over
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expired")
                 continue
             await _deliver(app, out)
     finally:
-        if container_id is not None:
-            app[PEERS].pop(("container", container_id), None)
+        # Only while this socket still speaks for the id: after an expiry the agent may have
+        # registered again on a new socket, which this one's cleanup must not undo.
+        if container_id is not None and app[PEERS].get(("container", container_id)) is ws:
+            del app[PEERS][("container", container_id)]
             await _deliver(app, broker.container_gone(container_id, "the container disconnected"))
     return ws
 

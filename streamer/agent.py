@@ -96,6 +96,12 @@ class ContainerAgent:
                     await self._start_session(ws, message)
                 elif isinstance(message, p.End):
                     await self._end_session(message.session, message.reason)
+                elif isinstance(message, p.Error) and message.ref == "register":
+                    # Usually our previous connection is still registered: back off, retry.
+                    log.warning(
+                        "container %s: registration refused: %s", cfg.container_id, message.reason
+                    )
+                    break
                 elif isinstance(message, p.Error):
                     log.warning(
                         "container %s: server says %s: %s",
@@ -121,14 +127,21 @@ class ContainerAgent:
             await ws.send_str(p.Playing(session_id).to_json())
 
         async def ended(reason: str) -> None:
-            if self.sessions.pop(session_id, None) is not None:
+            ending = self.sessions.pop(session_id, None)
+            if ending is not None:
+                await ending.close(reason)  # a peer that failed before DTLS never closes itself
                 await ws.send_str(p.End(session_id, reason).to_json())
 
         session = StreamSession(session_id, options, playing, ended)
         self.sessions[session_id] = session
         try:
             answer = await session.accept(offer.sdp)
-        except ValueError as exc:  # aiortc reports unusable SDP as ValueError
+        except (
+            Exception
+        ) as exc:  # aiortc reports bad SDP as ValueError, KeyError, OperationError...
+            log.warning(
+                "container %s: unusable offer for %s: %r", self.config.container_id, session_id, exc
+            )
             await session.close(str(exc))
             self.sessions.pop(session_id, None)
             await ws.send_str(p.End(session_id, f"cannot use the offer: {exc}").to_json())

@@ -87,7 +87,7 @@ def parse_input(raw: str | bytes) -> InputEvent:
         raise InputError("too_large", f"input message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: Recursion
         raise InputError("malformed", f"input is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError("malformed", "input must be a JSON object")

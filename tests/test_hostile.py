@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
 import pytest
+from aiortc import RTCPeerConnection
 
-from signaling.protocol import MAX_MESSAGE_BYTES
-from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT
+from gamecast.runtime import serve
+from signaling.protocol import MAX_MESSAGE_BYTES, Heartbeat, Register
+from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT, ServerConfig
 from streamer.input_events import EVENT_BURST
 from tests.conftest import eventually
+from verifier.bot import BotPlayer
 
 BAD_SIGNALING = [
     ("{not json", "malformed"),
@@ -23,6 +27,8 @@ BAD_SIGNALING = [
     ('{"v": 1, "type": "play", "game": "reference", "fps": 100000}', "bad_field"),
     ('{"v": 1, "type": "play", "game": "reference", "evil": true}', "bad_field"),
     ('{"v": 1, "type": "offer", "sdp": "v=0"}', "unexpected"),
+    ('{"v": 1, "type": "play", "game": "reference", "width": 1281}', "bad_field"),
+    ("[" * 60_000, "malformed"),
     (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_MESSAGE_BYTES + 10)}), "too_large"),
 ]
 
@@ -141,3 +147,63 @@ async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(
     assert marker.input_sequence == seq
     seen = bot.log.frames
     await bot.wait_frames(seen + 30)
+
+
+async def _real_offer() -> str:
+    """A genuine aiortc offer (video recvonly), to be mangled into hostile variants."""
+    peer = RTCPeerConnection()
+    peer.addTransceiver("video", direction="recvonly")
+    await peer.setLocalDescription(await peer.createOffer())
+    sdp = peer.localDescription.sdp
+    await peer.close()
+    return sdp
+
+
+HOSTILE_SDP = {
+    "garbage": lambda sdp: "this is not an SDP",
+    "bad DTLS role": lambda sdp: sdp.replace("a=setup:actpass", "a=setup:bogus"),
+    "truncated candidate": lambda sdp: re.sub(r"a=candidate:[^\r]*", "a=candidate:1 1 udp", sdp),
+    "no usable codec": lambda sdp: re.sub(r"VP8|H264", "VP9", sdp),
+}
+
+
+@pytest.mark.parametrize("variant", HOSTILE_SDP)
+async def test_a_hostile_offer_ends_that_session_and_the_container_plays_on(
+    network, http, variant: str
+) -> None:
+    server, _ = network
+    async with http.ws_connect(server.player_url) as ws:
+        await ws.send_str('{"v": 1, "type": "play", "game": "reference"}')
+        assert (await ws.receive_json())["type"] == "matched"
+        await ws.send_str(
+            json.dumps({"v": 1, "type": "offer", "sdp": HOSTILE_SDP[variant](await _real_offer())})
+        )
+        async with asyncio.timeout(10):
+            ended = await ws.receive_json()
+        assert ended["type"] == "ended"
+        assert "cannot use the offer" in ended["reason"]
+
+    bot = BotPlayer(server.player_url)  # the same container, still alive, serves the next player
+    async with bot.play(http):
+        await bot.wait_frames(10)
+
+
+async def test_an_expired_container_is_told_and_its_old_socket_cannot_undo_a_new_one(http) -> None:
+    config = ServerConfig(heartbeat_period=0.1, missed_heartbeats=2)
+    register = Register("c1", ["reference"], ["x264"], 1280, 720, 60).to_json()
+    async with serve("127.0.0.1", 0, config) as server:
+        old = await http.ws_connect(server.container_url)
+        await old.send_str(register)
+        assert (await old.receive_json())["type"] == "registered"
+        await asyncio.sleep(0.5)  # silent past two heartbeat periods: the sweep expires it
+        await old.send_str(Heartbeat().to_json())
+        assert (await old.receive_json())["code"] == "expired"
+
+        async with http.ws_connect(server.container_url) as new:
+            await new.send_str(register)
+            assert (await new.receive_json())["type"] == "registered"
+            await old.close()
+            await new.send_str(Heartbeat().to_json())
+            async with http.get(server.url + "/api/containers") as response:
+                rows = (await response.json())["containers"]
+            assert [r["container"] for r in rows] == ["c1"]

@@ -65,18 +65,11 @@ class BotPlayer:
     ) -> AsyncIterator[BotPlayer]:
         """Connect, negotiate and receive frames until the block exits."""
         async with http.ws_connect(self.player_url) as ws:
-            await ws.send_str(p.Play(game, width, height, fps).to_json())
-            matched = await self._expect(ws, p.Matched)
-            self.session_id = matched.session
-            transceiver = self._pc.addTransceiver("video", direction="recvonly")
-            if self.codec is not None:
-                codecs = RTCRtpReceiver.getCapabilities("video").codecs
-                transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
-            self._pc.on("track", self._start_reading)
-            await self._pc.setLocalDescription(await self._pc.createOffer())
-            await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
-            answer = await self._expect(ws, p.SessionAnswer)
-            await self._pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            try:
+                await self._negotiate(ws, p.Play(game, width, height, fps))
+            except BaseException:
+                await self.close()  # refused or timed out: the peer still holds its sockets
+                raise
             # Keep reading: it answers the server's pings and hears how the session goes.
             signals = asyncio.create_task(self._follow_signaling(ws))
             try:
@@ -87,6 +80,20 @@ class BotPlayer:
                 if not ws.closed:
                     await ws.send_str(p.End(reason="bot finished").to_json())
                 await self.close()
+
+    async def _negotiate(self, ws: aiohttp.ClientWebSocketResponse, play: p.Play) -> None:
+        await ws.send_str(play.to_json())
+        matched = await self._expect(ws, p.Matched)
+        self.session_id = matched.session
+        transceiver = self._pc.addTransceiver("video", direction="recvonly")
+        if self.codec is not None:
+            codecs = RTCRtpReceiver.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
+        self._pc.on("track", self._start_reading)
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
+        answer = await self._expect(ws, p.SessionAnswer)
+        await self._pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
 
     async def close(self) -> None:
         if self._reader is not None:

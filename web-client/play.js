@@ -43,6 +43,7 @@ let pc = null;
 let channel = null;
 let input = null;
 let statsTimer = null;
+let frameCallback = null; // the pending requestVideoFrameCallback, cancelled on teardown
 
 function setStatus(text) {
   state.status = text;
@@ -94,7 +95,7 @@ function gatheringDone(peer) {
 // Glass-to-glass per MARKER.md is taken when the frame is presented (handed to the compositor);
 // expectedDisplayTime, when the next vsync should show it, is kept beside it as display latency.
 async function onVideoFrame(now, metadata) {
-  if (pc) video.requestVideoFrameCallback(onVideoFrame);
+  frameCallback = pc ? video.requestVideoFrameCallback(onVideoFrame) : null;
   const presentedAt = wallClock(metadata.presentationTime ?? now);
   const displayedAt = wallClock(metadata.expectedDisplayTime ?? now);
   if (state.timeToFirstFrameMs === null && state.playPressedAt !== null) {
@@ -133,7 +134,7 @@ async function startPeer() {
     if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
     if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
     video.srcObject = new MediaStream([event.track]);
-    video.requestVideoFrameCallback(onVideoFrame);
+    frameCallback = video.requestVideoFrameCallback(onVideoFrame);
   };
   pc.onconnectionstatechange = () => {
     if (pc?.connectionState === "failed") end("the connection to the container failed");
@@ -193,6 +194,9 @@ function end(reason = "ended by player") {
 function teardown(reason) {
   input?.stop();
   clearInterval(statsTimer);
+  if (frameCallback !== null) video.cancelVideoFrameCallback(frameCallback);
+  frameCallback = null;
+  state.overlay.reset();
   pc?.close();
   pc = null;
   channel = null;

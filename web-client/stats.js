@@ -13,6 +13,11 @@ export class StatsOverlay {
     this.previous = null;
   }
 
+  // A new session's counters start from zero: forget the last session's.
+  reset() {
+    this.previous = null;
+  }
+
   async refresh(pc) {
     const report = await pc.getStats();
     let video = null;
