@@ -75,12 +75,19 @@ class SessionBroker:
 
     def answer(self, container_id: str, message: p.Answer) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, SessionStatus.CONNECTING)
+        if session.answered:
+            raise p.ProtocolError(
+                "unexpected", f"session {session.session_id} was answered already"
+            )
+        session.answered = True
         return [
             Outgoing("player", session.player_id, p.SessionAnswer(session.session_id, message.sdp))
         ]
 
     def playing(self, container_id: str, message: p.Playing) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, SessionStatus.CONNECTING)
+        if not session.answered:
+            raise p.ProtocolError("unexpected", f"session {session.session_id} has no answer yet")
         session.move(SessionStatus.PLAYING)
         self.registry.start(container_id)
         state = p.SessionState(session.session_id, session.status.value)

@@ -36,6 +36,7 @@ class Session:
     request: StreamRequest
     status: SessionStatus = SessionStatus.REQUESTED
     container_id: str | None = None
+    answered: bool = False  # the container's answer was relayed (once) while connecting
 
     def move(self, target: SessionStatus) -> None:
         if target not in TRANSITIONS[self.status]:

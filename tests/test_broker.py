@@ -170,6 +170,7 @@ def test_container_must_wait_for_the_offer(method: str, message: p.Message) -> N
 
 def test_container_gone_mid_session() -> None:
     broker = connecting(new_broker())
+    broker.answer("c1", p.Answer("s1", "answer-sdp"))
     broker.playing("c1", p.Playing("s1"))
     assert broker.container_gone("c1", "container crashed") == [
         Outgoing("player", "p1", p.Ended("s1", "container crashed"))
@@ -228,3 +229,21 @@ def test_container_is_claimable_after_a_session_ends() -> None:
     assert broker.play("p2", PLAY) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
     with refused("unavailable", "no container is standby"):
         broker.play("p1", PLAY)  # p1 no longer has a session, so this is not "unexpected"
+
+
+def test_an_answer_is_relayed_once_and_playing_needs_one() -> None:
+    broker = connecting(new_broker())
+    with refused("unexpected", "session s1 has no answer yet"):
+        broker.playing("c1", p.Playing("s1"))
+    assert broker.answer("c1", p.Answer("s1", "answer-sdp"))
+    with refused("unexpected", "session s1 was answered already"):
+        broker.answer("c1", p.Answer("s1", "another-sdp"))
+    assert broker.playing("c1", p.Playing("s1"))
+    assert status(broker) is SessionStatus.PLAYING
+
+
+def test_heartbeat_from_an_expired_container_says_so() -> None:
+    broker = matched(new_broker())
+    broker.expire(10.0)
+    with refused("expired", "missed its heartbeats; register again"):
+        broker.heartbeat("c1", 10.0)
