@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
 import platform
 import signal
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +29,7 @@ import psutil
 from gamecast.runtime import RunningServer, serve
 from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
-from verifier.frame_stats import FrameLog, count_freezes, percentile
+from verifier.frame_stats import FrameLog, percentile, series_summary
 
 # label -> `gamecast container` options; the last is aiortc as it ships: the baseline.
 CONFIGURATIONS = {
@@ -100,22 +98,6 @@ async def _measured(
     return round(100 * busy / elapsed, 1)
 
 
-def _series(presented_ms: list[float], g2g: list[float], i2p: list[float]) -> dict[str, Any]:
-    intervals = [b - a for a, b in itertools.pairwise(presented_ms)]
-    span = presented_ms[-1] - presented_ms[0] if len(presented_ms) > 1 else 0
-    return {
-        "frames": len(presented_ms),
-        "fps": round((len(presented_ms) - 1) * 1000 / span, 2) if span else 0.0,
-        "interval_mean_ms": round(statistics.fmean(intervals), 2) if intervals else None,
-        "interval_std_ms": round(statistics.pstdev(intervals), 2) if intervals else None,
-        "freezes": count_freezes(intervals),
-        "g2g_p50_ms": round(percentile(g2g, 0.5), 1),
-        "g2g_p95_ms": round(percentile(g2g, 0.95), 1),
-        "i2p_p50_ms": round(percentile(i2p, 0.5), 1),
-        "i2p_p95_ms": round(percentile(i2p, 0.95), 1),
-    }
-
-
 async def measure_bot(
     server: RunningServer, sender: psutil.Process, seconds: float
 ) -> dict[str, Any]:
@@ -132,13 +114,9 @@ async def measure_bot(
             bot.send_input({"type": "key", "code": "KeyD", "down": index % 2 == 0})
 
         cpu = await _measured(sender, seconds, press)
-    samples = log.samples
-    result = _series(
-        [s.received_ms for s in samples], log.glass_to_glass_ms(), log.input_to_photon_ms()
-    )
+    result = log.summary()
     result["received_fps"] = result.pop("fps")
-    extra = {"unreadable": log.unreadable, "sender_cpu_pct": cpu}
-    return {**result, **extra, "play_to_first_frame_ms": round(first_frame_ms, 1)}
+    return {**result, "sender_cpu_pct": cpu, "play_to_first_frame_ms": round(first_frame_ms, 1)}
 
 
 async def measure_chromium(
@@ -171,7 +149,7 @@ async def measure_chromium(
             " display: s.displaySamples, unreadable: s.markersUnreadable, stats: s.stats}))"
             "(window.gamecast)"
         )
-    result = _series(data["times"], data["g2g"], data["i2p"])
+    result = series_summary(data["times"], data["g2g"], data["i2p"])
     stats = data["stats"] or {}
     # Received = decoded (getStats); presented = frame callbacks, what the 60 Hz compositor showed.
     result["presented_fps"] = result.pop("fps")

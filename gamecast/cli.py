@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import socket
 import sys
@@ -65,16 +66,9 @@ async def _container(args: argparse.Namespace) -> None:
         await _forever()
 
 
-def _bench_latency(args: argparse.Namespace) -> None:
-    from benchmarks import latency  # noqa: PLC0415  (heavy: Playwright, only for benchmarks)
-
-    latency.main(args)
-
-
-def _bench_render(args: argparse.Namespace) -> None:
-    from benchmarks import render  # noqa: PLC0415
-
-    render.main(args)
+def _bench(args: argparse.Namespace) -> None:
+    # Imported on demand: the latency benchmark pulls in Playwright.
+    importlib.import_module(f"benchmarks.{args.benchmark}").main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bench-results/latency.json", help="where to write the JSON"
     )
     latency.add_argument("--no-browser", action="store_true", help="skip the Chromium client")
-    latency.set_defaults(handler=_bench_latency)
+    latency.set_defaults(handler=_bench)
     render = bench_kinds.add_parser(
         "render", help="per-frame CPU cost of the game, the marker and colour conversion"
     )
@@ -142,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--out", default="bench-results/render.json", help="where to write the JSON"
     )
-    render.set_defaults(handler=_bench_render)
+    render.set_defaults(handler=_bench)
     return parser
 
 

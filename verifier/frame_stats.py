@@ -8,6 +8,7 @@ Freezes follow the W3C webrtc-stats rule: an inter-frame delay >= max(3 x the me
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -37,6 +38,30 @@ def count_freezes(intervals_ms: list[float]) -> int:
         if intervals_ms[index] >= max(3 * mean, mean + 150):
             count += 1
     return count
+
+
+def frame_rate(times_ms: list[float]) -> float:
+    """Frames per second over a series of arrival (or presentation) times."""
+    span = times_ms[-1] - times_ms[0] if len(times_ms) > 1 else 0.0
+    return (len(times_ms) - 1) * 1000.0 / span if span > 0 else 0.0
+
+
+def series_summary(
+    times_ms: list[float], g2g_ms: list[float], i2p_ms: list[float]
+) -> dict[str, float]:
+    """Rate, smoothness and latency of one receiver's frames: the figures every client reports."""
+    intervals = [b - a for a, b in itertools.pairwise(times_ms)]
+    return {
+        "frames": len(times_ms),
+        "fps": round(frame_rate(times_ms), 2),
+        "interval_mean_ms": round(statistics.fmean(intervals), 2) if intervals else math.nan,
+        "interval_std_ms": round(statistics.pstdev(intervals), 2) if intervals else math.nan,
+        "freezes": count_freezes(intervals),
+        "g2g_p50_ms": round(percentile(g2g_ms, 0.5), 1),
+        "g2g_p95_ms": round(percentile(g2g_ms, 0.95), 1),
+        "i2p_p50_ms": round(percentile(i2p_ms, 0.5), 1),
+        "i2p_p95_ms": round(percentile(i2p_ms, 0.95), 1),
+    }
 
 
 @dataclass
@@ -71,10 +96,7 @@ class FrameLog:
         return [b - a for a, b in itertools.pairwise(times)]
 
     def fps(self) -> float:
-        if self.frames < 2:
-            return 0.0
-        span = self.samples[-1].received_ms - self.samples[0].received_ms
-        return (self.frames - 1) * 1000.0 / span if span > 0 else 0.0
+        return frame_rate([s.received_ms for s in self.samples])
 
     def glass_to_glass_ms(self) -> list[float]:
         return [
@@ -99,24 +121,10 @@ class FrameLog:
         return latencies
 
     def summary(self) -> dict[str, float]:
-        intervals = self.intervals_ms()
-        g2g = self.glass_to_glass_ms()
-        i2p = self.input_to_photon_ms()
+        times = [s.received_ms for s in self.samples]
         return {
-            "frames": self.frames,
+            **series_summary(times, self.glass_to_glass_ms(), self.input_to_photon_ms()),
             "unreadable": self.unreadable,
             "sequence_gaps": self.sequence_gaps(),
-            "fps": round(self.fps(), 2),
-            "interval_mean_ms": round(statistics.fmean(intervals), 2)
-            if intervals
-            else float("nan"),
-            "interval_std_ms": round(statistics.pstdev(intervals), 2)
-            if intervals
-            else float("nan"),
-            "freezes": self.freezes(),
-            "g2g_p50_ms": round(percentile(g2g, 0.5), 1),
-            "g2g_p95_ms": round(percentile(g2g, 0.95), 1),
-            "i2p_p50_ms": round(percentile(i2p, 0.5), 1),
-            "i2p_p95_ms": round(percentile(i2p, 0.95), 1),
             "inputs": len(self.inputs_sent),
         }
