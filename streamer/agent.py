@@ -121,7 +121,10 @@ class ContainerAgent:
         self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
     ) -> None:
         session_id = offer.session
-        options = StreamOptions(offer.width, offer.height, offer.fps, codec=self.config.codec)
+        cfg = self.config
+        options = StreamOptions(
+            offer.width, offer.height, offer.fps, codec=cfg.codec, encoder=cfg.encoder
+        )
 
         async def playing() -> None:
             await ws.send_str(p.Playing(session_id).to_json())

@@ -1,10 +1,12 @@
 """The encoder seam: how gamecast puts its own low-latency H.264 encoder inside aiortc.
 
 aiortc's sender looks up `aiortc.rtcrtpsender.get_encoder(codec)` when its first frame
-arrives, then calls `encode(frame, force_keyframe)` in a worker thread and sets
-`target_bitrate` from REMB. Replacing that one lookup keeps PLI/FIR (keyframes) and REMB
-(bitrate) flowing to our encoder. It is not a public aiortc API, so this module is the only
-place that touches it, and tests/test_stream_e2e.py fails loudly if an upgrade moves it.
+arrives. gamecast replaces that one lookup: for H.264 it returns LowLatencyH264Encoder, whose
+`pack` sends what the streamer's pipeline (streamer/pipeline.py) already encoded in its own
+thread; for VP8 a tuned version of aiortc's encoder, which aiortc drives itself. It is not a
+public aiortc API, so this module is the only place that touches it, and
+tests/test_stream_e2e.py fails loudly if an upgrade moves it. Receiver feedback reaches the
+pipeline's encoder through streamer/rtcp_feedback.py.
 
 Why not aiortc's own H.264 encoder: preset medium, a 1/30 time base, a 3 Mb/s clamp and a
 fresh IDR on every >10 % bitrate change (shared/FIELD-NOTES.md). Ours: libx264 ultrafast +
@@ -17,6 +19,7 @@ from __future__ import annotations
 import fractions
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import aiortc.rtcrtpsender as _sender_module
@@ -37,7 +40,21 @@ MAX_BITRATE = 25_000_000
 _RECONFIGURE_FRACTION = 0.1
 # No periodic IDR (keyframes only on PLI/FIR), no B-frames; SPS/PPS with every IDR so a
 # receiver that joins or recovers can decode at once.
-X264_PARAMS = "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:repeat-headers=1"
+# The colour description tells decoders the stream is BT.601 limited range (streamer/colour.py).
+X264_PARAMS = (
+    "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:repeat-headers=1"
+    ":colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One access unit, packetized: what the streamer's pipeline hands aiortc to send."""
+
+    payloads: list[bytes]  # RFC 6184 RTP payloads
+    timestamp: int  # RTP clock (90 kHz), from the frame's pts
+    keyframe: bool
+    size: int  # bytes of H.264 bitstream
 
 
 class EncoderHookError(RuntimeError):
@@ -72,21 +89,34 @@ class LowLatencyH264Encoder(Encoder):
         with self._lock:
             self._requested_bitrate = bitrate
 
-    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+    def encode_frame(self, frame: Any, keyframe: bool = False) -> EncodedFrame:
+        """Encode one yuv420p frame into RTP payloads (the streamer's encode thread calls this)."""
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
         codec = self._codec_for(frame)
         self._apply_requested_bitrate(codec)
         frame.pict_type = (
-            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         )
-        bitstream = b"".join(bytes(packet) for packet in codec.encode(frame))
+        packets = codec.encode(frame)
+        bitstream = b"".join(bytes(packet) for packet in packets)
         self.frames_encoded += 1
-        return _rtp_payloads(bitstream), timestamp
+        return EncodedFrame(
+            _rtp_payloads(bitstream),
+            timestamp,
+            keyframe=any(packet.is_keyframe for packet in packets),
+            size=len(bitstream),
+        )
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        """aiortc's encoder interface, for a track that hands aiortc raw frames."""
+        encoded = self.encode_frame(frame, force_keyframe)
+        return encoded.payloads, encoded.timestamp
 
     def pack(self, packet: Any) -> tuple[list[bytes], int]:
-        """Packetize an already-encoded Annex B access unit (a track that yields av.Packet)."""
-        timestamp = convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
-        return _rtp_payloads(bytes(packet)), timestamp
+        """What aiortc calls for a frame the streamer's own pipeline has already encoded."""
+        if not isinstance(packet, EncodedFrame):
+            raise TypeError(f"expected an EncodedFrame from the streamer, got {type(packet)}")
+        return packet.payloads, packet.timestamp
 
     def _codec_for(self, frame: Any) -> Any:
         codec = self._codec
@@ -137,7 +167,7 @@ class FallbackVp8Encoder(Vp8Encoder):
         self._ceiling = MAX_BITRATE
         self._geometry: tuple[int, int, Any] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def target_bitrate(self) -> int:
         return self._bitrate if self._bitrate is not None else self._ceiling
 
@@ -151,7 +181,7 @@ class FallbackVp8Encoder(Vp8Encoder):
             self._geometry = geometry
             fps = float(fractions.Fraction(1, 1) / frame.time_base)
             self._ceiling = bitrate_for(frame.width, frame.height, fps)
-        return super().encode(frame, force_keyframe)  # type: ignore[no-any-return]
+        return super().encode(frame, force_keyframe)
 
 
 def _rtp_payloads(bitstream: bytes) -> list[bytes]:
@@ -187,5 +217,6 @@ def install_encoder(name: str) -> None:
             "aiortc.rtcrtpsender.get_encoder is gone in this aiortc version: "
             "streamer/encoder.py must be ported before gamecast can pick its encoder"
         )
-    _sender_module.get_encoder = _gamecast_get_encoder if name == "x264" else stock_get_encoder
+    hook = _gamecast_get_encoder if name == "x264" else stock_get_encoder
+    _sender_module.get_encoder = hook  # type: ignore[attr-defined]
     log.info("video encoder: %s", name)

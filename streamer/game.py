@@ -13,10 +13,12 @@ lamps along the bottom edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from streamer.colour import RGB, YUV, I420Frame, i420_planes, rgb_to_i420, rgb_to_yuv
 from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
 
 RGBFrame = npt.NDArray[np.uint8]
@@ -26,12 +28,13 @@ PLAYER_SPEED = 6.0  # pixels per frame at full deflection
 CURSOR_SIZE = 24
 OBSTACLES = 10
 LAMP_COUNT = 16
-SCROLL_PER_FRAME = 2
+SCROLL_PER_FRAME = 2  # even: I420's half-width chroma planes then scroll by whole samples
 _MOVE_KEYS = {
     "KeyW": (0, -1), "ArrowUp": (0, -1), "KeyS": (0, 1), "ArrowDown": (0, 1),
     "KeyA": (-1, 0), "ArrowLeft": (-1, 0), "KeyD": (1, 0), "ArrowRight": (1, 0),
 }  # fmt: skip
-_BUTTON_COLOURS = {0: (230, 40, 40), 2: (40, 200, 60), 1: (40, 90, 230)}
+_BUTTON_COLOURS: dict[int, RGB] = {0: (230, 40, 40), 2: (40, 200, 60), 1: (40, 90, 230)}
+WHITE: RGB = (255, 255, 255)
 _STICK_DEAD_ZONE = 0.15
 
 
@@ -69,7 +72,8 @@ class ReferenceGame:
         self._obstacle_size = rng.integers(24, 80, size=(OBSTACLES, 2))
         self._obstacle_colour = rng.integers(60, 256, size=(OBSTACLES, 3)).astype(np.uint8)
         self._flash = 0
-        self._frame: RGBFrame = np.empty((height, width, 3), dtype=np.uint8)
+        self._rgb: _RgbCanvas | None = None
+        self._i420: _I420Canvas | None = None
 
     @property
     def input_sequence(self) -> int:
@@ -123,24 +127,40 @@ class ReferenceGame:
         self._flash = max(0, self._flash - 1)
 
     def render(self) -> RGBFrame:
-        """Draw the current state; returns the game's own buffer, valid until the next render."""
-        frame = self._frame
-        offset = (self.frame_index * SCROLL_PER_FRAME) % self.width
-        frame[:, : self.width - offset] = self._background[:, offset : self.width]
-        frame[:, self.width - offset :] = self._background[:, :offset]
+        """Draw the current state in RGB; returns the game's own buffer, valid until the next.
+
+        This is the picture as the game means it: what verifiers and tests compare against.
+        """
+        if self._rgb is None:
+            self._rgb = _RgbCanvas(self._background)
+        self._draw(self._rgb)
+        return self._rgb.frame
+
+    def render_i420(self) -> I420Frame:
+        """Draw the current state straight into I420, the encoder's input, with no conversion.
+
+        Same geometry as `render`; colours differ only by BT.601 rounding and chroma sharing
+        one sample per 2 x 2 block. Returns the game's own buffer, valid until the next call.
+        """
+        if self._i420 is None:
+            self._i420 = _I420Canvas(self._background)
+        self._draw(self._i420)
+        return self._i420.frame
+
+    def _draw(self, canvas: _Canvas) -> None:
+        canvas.scroll((self.frame_index * SCROLL_PER_FRAME) % self.width)
         for (x, y), (w, h), colour in zip(
             self._obstacle_pos.astype(int), self._obstacle_size, self._obstacle_colour, strict=True
         ):
-            frame[y : y + h, x : x + w] = colour
+            canvas.fill(y, y + h, x, x + w, (int(colour[0]), int(colour[1]), int(colour[2])))
         px, py = self._player.astype(int)
-        colour = (255, 255, 255) if self._flash else (250, 200, 30)
-        frame[py : py + PLAYER_SIZE, px : px + PLAYER_SIZE] = colour
-        frame[py + 8 : py + PLAYER_SIZE - 8, px + 8 : px + PLAYER_SIZE - 8] = (30, 30, 30)
-        self._draw_cursor(frame)
-        self._draw_lamps(frame)
-        return frame
+        colour = WHITE if self._flash else (250, 200, 30)
+        canvas.fill(py, py + PLAYER_SIZE, px, px + PLAYER_SIZE, colour)
+        canvas.fill(py + 8, py + PLAYER_SIZE - 8, px + 8, px + PLAYER_SIZE - 8, (30, 30, 30))
+        self._draw_cursor(canvas)
+        self._draw_lamps(canvas)
 
-    def _draw_cursor(self, frame: RGBFrame) -> None:
+    def _draw_cursor(self, canvas: _Canvas) -> None:
         cx = int(self.controls.cursor[0] * (self.width - 1))
         cy = int(self.controls.cursor[1] * (self.height - 1))
         half = CURSOR_SIZE // 2
@@ -148,17 +168,68 @@ class ReferenceGame:
         y0, y1 = max(0, cy - half), min(self.height, cy + half)
         held = [b for b in sorted(self.controls.buttons) if b in _BUTTON_COLOURS]
         if held:
-            frame[y0:y1, x0:x1] = _BUTTON_COLOURS[held[0]]
-        frame[max(0, cy - 1) : cy + 2, x0:x1] = 255
-        frame[y0:y1, max(0, cx - 1) : cx + 2] = 255
+            canvas.fill(y0, y1, x0, x1, _BUTTON_COLOURS[held[0]])
+        canvas.fill(max(0, cy - 1), cy + 2, x0, x1, WHITE)
+        canvas.fill(y0, y1, max(0, cx - 1), cx + 2, WHITE)
 
-    def _draw_lamps(self, frame: RGBFrame) -> None:
+    def _draw_lamps(self, canvas: _Canvas) -> None:
         lamp = self.width // (LAMP_COUNT * 2)
         top = self.height - lamp - 8
         for index in range(LAMP_COUNT):
             pressed = _pressed(self.controls.pad_buttons, index)
             x = lamp // 2 + index * 2 * lamp
-            frame[top : top + lamp, x : x + lamp] = (40, 230, 90) if pressed else (50, 50, 60)
+            canvas.fill(top, top + lamp, x, x + lamp, (40, 230, 90) if pressed else (50, 50, 60))
+
+
+class _Canvas(Protocol):
+    """Where the game draws: a scrolled background, then flat rectangles on top."""
+
+    def scroll(self, offset: int) -> None: ...
+
+    def fill(self, y0: int, y1: int, x0: int, x1: int, colour: RGB) -> None: ...
+
+
+class _RgbCanvas:
+    def __init__(self, background: RGBFrame) -> None:
+        self._background = background
+        self.frame: RGBFrame = np.empty_like(background)
+
+    def scroll(self, offset: int) -> None:
+        width = self.frame.shape[1]
+        self.frame[:, : width - offset] = self._background[:, offset:]
+        self.frame[:, width - offset :] = self._background[:, :offset]
+
+    def fill(self, y0: int, y1: int, x0: int, x1: int, colour: RGB) -> None:
+        self.frame[y0:y1, x0:x1] = colour
+
+
+class _I420Canvas:
+    """Draws into I420; a rectangle's chroma covers every 2 x 2 block it touches."""
+
+    def __init__(self, background: RGBFrame) -> None:
+        self._background = rgb_to_i420(background)
+        self._background_planes = i420_planes(self._background)
+        self.frame: I420Frame = np.empty_like(self._background)
+        self._planes = i420_planes(self.frame)
+        self._colours: dict[RGB, YUV] = {}
+
+    def scroll(self, offset: int) -> None:
+        for plane, source, shift in zip(
+            self._planes, self._background_planes, (offset, offset // 2, offset // 2), strict=True
+        ):
+            width = plane.shape[1]
+            plane[:, : width - shift] = source[:, shift:]
+            plane[:, width - shift :] = source[:, :shift]
+
+    def fill(self, y0: int, y1: int, x0: int, x1: int, colour: RGB) -> None:
+        yuv = self._colours.get(colour)
+        if yuv is None:
+            yuv = self._colours[colour] = rgb_to_yuv(colour)
+        luma, u, v = self._planes
+        luma[y0:y1, x0:x1] = yuv[0]
+        cy0, cy1, cx0, cx1 = y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
+        u[cy0:cy1, cx0:cx1] = yuv[1]
+        v[cy0:cy1, cx0:cx1] = yuv[2]
 
 
 def _pressed(buttons: tuple[float, ...], index: int) -> bool:

@@ -16,6 +16,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from streamer.colour import i420_planes
+
 CELLS_PER_ROW = 64
 ROWS = 2
 _FIELD_BITS = 32
@@ -105,13 +107,35 @@ def _sample_windows(width: int) -> tuple[tuple[tuple[int, int], ...], npt.NDArra
 
 def paint_marker(rgb: npt.NDArray[np.uint8], marker: FrameMarker) -> None:
     """Paint `marker` in place into an H x W x C uint8 picture (RGB or RGBA)."""
-    height, width = rgb.shape[:2]
+    for rows, pixel_row in _marker_rows(rgb, marker, on=255, off=0):
+        rgb[rows, :, :3] = pixel_row[:, None]
+
+
+def paint_marker_i420(frame: npt.NDArray[np.uint8], marker: FrameMarker) -> None:
+    """Paint `marker` in place into one I420 buffer ((H * 3/2) x W, Y then U then V).
+
+    White and black are Y 235 and 16 (limited range) with neutral chroma: the same samples an
+    RGB marker becomes after BT.601 conversion, so a reader cannot tell the two apart.
+    """
+    luma, u, v = i420_planes(frame)
+    for rows, pixel_row in _marker_rows(luma, marker, on=235, off=16):
+        luma[rows] = pixel_row
+    chroma_rows = (strip_height(luma.shape[1]) + 1) // 2
+    u[:chroma_rows] = 128
+    v[:chroma_rows] = 128
+
+
+def _marker_rows(
+    picture: npt.NDArray[np.uint8], marker: FrameMarker, on: int, off: int
+) -> list[tuple[slice, npt.NDArray[np.uint8]]]:
+    """For each marker row: the pixel rows it covers and one row of pixel values."""
+    height, width = picture.shape[:2]
     if width < MIN_WIDTH or height < strip_height(width):
         raise MarkerError(f"a {width}x{height} picture is too small for the marker")
-    pixel_rows = (marker.bits() * np.uint8(255))[:, _column_cells(width)]
+    levels = np.array([off, on], dtype=np.uint8)
+    pixel_rows = levels[marker.bits()][:, _column_cells(width)]
     edges = _cell_edges(width, ROWS)
-    for row in range(ROWS):
-        rgb[edges[row] : edges[row + 1], :, :3] = pixel_rows[row][None, :, None]
+    return [(slice(edges[row], edges[row + 1]), pixel_rows[row]) for row in range(ROWS)]
 
 
 def read_marker(luma: npt.NDArray[np.uint8]) -> FrameMarker:

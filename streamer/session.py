@@ -17,7 +17,8 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from signaling.rate_limit import TokenBucket
 from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
-from streamer.sdp import without_mdns_candidates
+from streamer.rtcp_feedback import observe_feedback
+from streamer.sdp import negotiated_video_codec, without_mdns_candidates
 from streamer.track import GameVideoTrack
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class StreamOptions:
     height: int
     fps: int
     codec: str = "h264"
+    encoder: str = "x264"  # one of streamer.encoder.ENCODERS
     seed: int = 0
 
 
@@ -89,7 +91,12 @@ class StreamSession:
         if transceiver.mid is None:
             raise ValueError("the offer has no video section to stream into")
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        return self._pc.localDescription.sdp
+        answer: str = self._pc.localDescription.sdp
+        encode = negotiated_video_codec(answer) == "video/H264" and self.options.encoder == "x264"
+        pipeline = self.track.start(encode)
+        if encode:
+            observe_feedback(transceiver.sender, pipeline)
+        return answer
 
     async def close(self, reason: str = "closed") -> None:
         if not self._ended:

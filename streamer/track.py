@@ -1,28 +1,30 @@
-"""The reference game as an aiortc video track, paced from a monotonic clock.
+"""The reference game as an aiortc video track, fed by the sender pipeline's threads.
 
-Rendering, marker painting and RGB->I420 conversion run in one owned thread per track, so the
-event loop only sleeps until a frame is due and hands the frame on. Input events arrive from
-the event loop into a thread-safe queue that the render thread drains before each frame, so
-the marker's input sequence is exactly what the pictured frame had applied.
+The track renders the game straight into I420 with the marker painted in (no colour
+conversion per frame) inside the pipeline's render thread (streamer/pipeline.py). Input
+events arrive from the event loop into a thread-safe queue that the render thread drains
+before each frame, so the marker's input sequence is exactly what the pictured frame had
+applied. Which encoder runs is decided once the codec is negotiated (`start`): gamecast's own
+H.264 encoder in the pipeline, or none, leaving aiortc to encode (VP8, or the stock baseline).
 """
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from streamer.encoder import MIN_BITRATE, LowLatencyH264Encoder, bitrate_for
+from streamer.feedback import BitrateController
 from streamer.game import ReferenceGame
 from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker, paint_marker
-from streamer.pacing import FramePacer
+from streamer.marker import FrameMarker, paint_marker_i420
+from streamer.pipeline import SenderPipeline
 
 MAX_PENDING_INPUT = 1024  # a burst beyond this is dropped oldest-first; rate limits sit before it
 
@@ -35,37 +37,46 @@ class GameVideoTrack(MediaStreamTrack):
         self.fps = fps
         self.game = ReferenceGame(width, height, seed)
         self.frames_produced = 0
+        self.pipeline: SenderPipeline | None = None
         self._time_base = fractions.Fraction(1, fps)
         self._pending: deque[InputEvent] = deque(maxlen=MAX_PENDING_INPUT)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gamecast-render")
-        self._pacer: FramePacer | None = None
 
     def push_input(self, event: InputEvent) -> None:
         self._pending.append(event)
 
+    def start(self, encode: bool) -> SenderPipeline:
+        """Build the pipeline: with gamecast's H.264 encoder, or handing aiortc raw frames.
+
+        Its threads start with the first `recv`, i.e. once the peer connection is up.
+        """
+        if self.pipeline is not None:
+            raise RuntimeError("the track's pipeline is already built")
+        encoder, bitrate = None, None
+        if encode:
+            game = self.game
+            encoder = LowLatencyH264Encoder()
+            bitrate = BitrateController(MIN_BITRATE, bitrate_for(game.width, game.height, self.fps))
+        self.pipeline = SenderPipeline(self._produce, self.fps, encoder, bitrate)
+        return self.pipeline
+
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError("the game track has stopped")
-        if self._pacer is None:
-            self._pacer = FramePacer(self.fps, time.monotonic())
-        slot = self._pacer.next_slot(time.monotonic())
-        delay = slot.deadline - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._produce, slot.index)
+        if self.pipeline is None:
+            raise MediaStreamError("the game track was never started (StreamSession.accept)")
+        return await self.pipeline.next_output()
 
     def _produce(self, slot: int) -> av.VideoFrame:
         game = self.game
         while self._pending:
             game.apply(self._pending.popleft())
         game.advance()
-        picture = game.render()
+        picture = game.render_i420()
         marker = FrameMarker.at(
             self.frames_produced, time.time_ns() // 1_000_000, game.input_sequence
         )
-        paint_marker(picture, marker)
-        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        paint_marker_i420(picture, marker)
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
         frame.pts = slot
         frame.time_base = self._time_base
         self.frames_produced += 1
@@ -73,4 +84,5 @@ class GameVideoTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.pipeline is not None:
+            self.pipeline.stop()

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 from signaling import protocol as p
 from streamer.marker import FrameMarker, MarkerError, read_marker
 from verifier.frame_stats import FrameLog
+from verifier.jitter import install_marker_release
 
 
 class BotError(RuntimeError):
@@ -36,7 +37,12 @@ def luma_plane(frame: Any) -> np.ndarray:
 
 class BotPlayer:
     def __init__(self, player_url: str, codec: str | None = None) -> None:
-        """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser."""
+        """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser.
+
+        Installs marker-bit frame release process-wide before its peer exists, so latency is
+        measured without aiortc's one-frame hold; the container process receives no video.
+        """
+        install_marker_release()
         self.player_url = player_url
         self.codec = codec
         self.log = FrameLog()

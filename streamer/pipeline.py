@@ -1,0 +1,239 @@
+"""The sender pipeline: pace, render and encode in owned threads; the event loop only sends.
+
+    render thread  --newest frame wins-->  encode thread  --in order-->  event loop (RTP)
+
+The render thread wakes at each slot of a monotonic-clock pacer (streamer/pacing.py) and
+produces a frame in its final pixel format. The encode thread takes the newest frame waiting;
+a frame the encoder had no time for is replaced, not queued, so a slow encode costs frames
+rather than adding latency. Encoded frames reach the loop in order; they are never dropped one
+by one, because every later frame references them. If the loop falls behind by more than
+MAX_BACKLOG frames, the backlog is discarded whole and the stream restarts from an immediate
+keyframe. Without an encoder (VP8, or aiortc's stock encoders as a baseline) raw frames go to
+the loop and aiortc encodes them; there too only the newest waiting frame is kept.
+
+Receiver feedback (streamer/rtcp_feedback.py) arrives on the loop: the bitrate decision is
+made there, and the keyframe gate is shared with the encode thread under a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError
+
+from streamer.encoder import LowLatencyH264Encoder
+from streamer.feedback import BitrateController, KeyframeGate
+from streamer.pacing import FramePacer
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 3  # encoded frames waiting for the loop before the stream restarts from an IDR
+_TIMINGS_KEPT = 600  # per-frame timings kept for statistics (10 s at 60 fps)
+
+FrameProducer = Callable[[int], Any]  # slot index -> av.VideoFrame, called in the render thread
+_FAILED = object()  # what a thread that died on an error leaves for the loop
+
+
+@dataclass
+class PipelineStats:
+    frames_rendered: int = 0
+    frames_encoded: int = 0
+    frames_sent: int = 0
+    dropped_before_encode: int = 0  # replaced by a newer frame while the encoder was busy
+    dropped_before_send: int = 0  # raw frames replaced, or encoded frames of a flushed backlog
+    slots_skipped: int = 0  # pacer slots given up because rendering ran late
+    backlog_flushes: int = 0
+    keyframes: int = 0
+
+
+class _NewestFrame:
+    """A one-frame mailbox between two threads: a new frame replaces an unread one."""
+
+    def __init__(self) -> None:
+        self._frame: Any = None
+        self._closed = False
+        self._ready = threading.Condition()
+
+    def put(self, frame: Any) -> bool:
+        """Leave `frame`; False when it replaced one that was never taken."""
+        with self._ready:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._ready.notify()
+        return not replaced
+
+    def take(self) -> Any:
+        """Wait for a frame; None once closed."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._frame is not None or self._closed)
+            frame, self._frame = self._frame, None
+        return frame
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class SenderPipeline:
+    """One stream's render and encode threads, started by the first `next_output`."""
+
+    def __init__(
+        self,
+        produce: FrameProducer,
+        fps: int,
+        encoder: LowLatencyH264Encoder | None,
+        bitrate: BitrateController | None = None,
+    ) -> None:
+        self.fps = fps
+        self.stats = PipelineStats()
+        self.encode_ms: deque[float] = deque(maxlen=_TIMINGS_KEPT)
+        self.bitrate = bitrate
+        self.keyframes = KeyframeGate()
+        self._produce = produce
+        self._encoder = encoder
+        self._lock = threading.Lock()  # guards `keyframes` and `_restart` across threads
+        self._restart = False  # the next encoded frame must be an immediate keyframe
+        self._awaiting_keyframe = False  # loop side: discard output until a keyframe comes
+        self._mailbox = _NewestFrame()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._output: asyncio.Queue[Any] = asyncio.Queue()
+        self._pacer = FramePacer(fps, 0.0)
+
+    @property
+    def encoding(self) -> bool:
+        return self._encoder is not None
+
+    async def next_output(self) -> Any:
+        """The next frame to send: an EncodedFrame, or a raw av.VideoFrame without an encoder."""
+        if self._loop is None:
+            self._start(asyncio.get_running_loop())
+        while True:
+            item = await self._output.get()
+            if self._output.qsize() >= MAX_BACKLOG:
+                item = self._flush_backlog(item)
+            if item is _FAILED:
+                raise MediaStreamError("the sender pipeline stopped on an error (see the log)")
+            if self._awaiting_keyframe:
+                if item is None or not item.keyframe:
+                    self.stats.dropped_before_send += item is not None
+                    continue
+                self._awaiting_keyframe = False
+            self.stats.frames_sent += 1
+            return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._mailbox.close()
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+
+    # Feedback from the receiver, called on the event loop (streamer/rtcp_feedback.py).
+
+    def on_estimate(self, bitrate: int) -> None:
+        if self.bitrate is not None:
+            self._set_bitrate(self.bitrate.on_estimate(bitrate, time.monotonic()))
+
+    def on_loss(self, fraction_lost: float) -> None:
+        if self.bitrate is not None:
+            self._set_bitrate(self.bitrate.on_loss(fraction_lost, time.monotonic()))
+
+    def on_keyframe_request(self) -> None:
+        with self._lock:
+            self.keyframes.request()
+
+    def _set_bitrate(self, bitrate: int) -> None:
+        if self._encoder is not None:
+            self._encoder.target_bitrate = bitrate
+
+    # The threads.
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pacer = FramePacer(self.fps, time.monotonic())
+        stages = [("render", self._render_loop)]
+        if self._encoder is not None:
+            stages.append(("encode", self._encode_loop))
+        for name, target in stages:
+            thread = threading.Thread(target=target, name=f"gamecast-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _render_loop(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                slot = self._pacer.next_slot(time.monotonic())
+                self.stats.slots_skipped += slot.skipped
+                delay = slot.deadline - time.monotonic()
+                if delay > 0 and self._stopped.wait(delay):
+                    return
+                frame = self._produce(slot.index)
+                self.stats.frames_rendered += 1
+                if self._encoder is not None:
+                    if not self._mailbox.put(frame):
+                        self.stats.dropped_before_encode += 1
+                else:
+                    self._deliver(frame)
+        except Exception:
+            log.exception("render thread failed; the stream stops")
+            self._deliver(_FAILED)
+
+    def _encode_loop(self) -> None:
+        encoder = self._encoder
+        assert encoder is not None
+        try:
+            while (frame := self._mailbox.take()) is not None:
+                with self._lock:
+                    keyframe = self._restart or self.keyframes.take(time.monotonic())
+                    self._restart = False
+                started = time.perf_counter()
+                encoded = encoder.encode_frame(frame, keyframe)
+                self.encode_ms.append((time.perf_counter() - started) * 1000)
+                self.stats.frames_encoded += 1
+                self.stats.keyframes += encoded.keyframe
+                self._deliver(encoded)
+        except Exception:
+            log.exception("encode thread failed; the stream stops")
+            self._deliver(_FAILED)
+
+    def _deliver(self, item: Any) -> None:
+        """Hand `item` to the loop, from either thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopped.set()
+            return
+        try:
+            loop.call_soon_threadsafe(self._output.put_nowait, item)
+        except RuntimeError:  # the loop closed between the check and the call
+            self._stopped.set()
+
+    def _flush_backlog(self, item: Any) -> Any:
+        """The loop fell behind: keep the newest raw frame, or restart from a keyframe.
+
+        Returns the item to go on with: the newest raw frame, _FAILED if the threads failed
+        meanwhile, or None when nothing of the backlog may be sent.
+        """
+        backlog = [item]
+        while not self._output.empty():
+            backlog.append(self._output.get_nowait())
+        self.stats.backlog_flushes += 1
+        if _FAILED in backlog:
+            return _FAILED
+        if self._encoder is None:
+            self.stats.dropped_before_send += len(backlog) - 1
+            return backlog[-1]
+        log.warning("sender fell %d frames behind; restarting from a keyframe", len(backlog))
+        self.stats.dropped_before_send += len(backlog)
+        with self._lock:
+            self._restart = True
+        self._awaiting_keyframe = True
+        return None
