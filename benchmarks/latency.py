@@ -1,10 +1,11 @@
 """`gamecast bench latency`: what a player gets, measured from the frame marker.
 
-One run starts the signaling server in this process and, for each encoder configuration, a
+One run starts the signaling server in this process and, for each configuration, a
 container agent in its own process (so its CPU is the sender's alone). Each configuration is
 played by the aiortc bot and then by headless Chromium, one client at a time, for a fixed
 time after a warm-up, with a key pressed every 200 ms for input-to-photon. aiortc's stock
-H.264 encoder is measured in the same run as the baseline.
+H.264 encoder is measured in the same run as the baseline. Chromium first plays a few short
+sessions to time Play -> first frame. The targets of issue 3 are checked at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +33,73 @@ from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
 from verifier.frame_stats import FrameLog, percentile, series_summary
 
-# label -> `gamecast container` options; the last is aiortc as it ships: the baseline.
-CONFIGURATIONS = {
-    "gamecast": ["--encoder", "x264"],
-    "gamecast, no playout-delay": ["--encoder", "x264", "--no-playout-delay"],
-    "aiortc stock H.264": ["--encoder", "aiortc", "--no-playout-delay"],
-}
+
+@dataclass(frozen=True)
+class Configuration:
+    label: str
+    options: tuple[str, ...]  # `gamecast container` options
+    width: int = 1280
+    height: int = 720
+    fps: int = 60
+
+
+# The last is aiortc as it ships: the baseline.
+CONFIGURATIONS = (
+    Configuration("gamecast", ("--encoder", "x264")),
+    Configuration("gamecast 1080p60", ("--encoder", "x264"), 1920, 1080),
+    Configuration("gamecast, no playout-delay", ("--encoder", "x264", "--no-playout-delay")),
+    Configuration("aiortc stock H.264", ("--encoder", "aiortc", "--no-playout-delay")),
+)
 WARMUP_SECONDS = 3.0
 INPUT_PERIOD = 0.2
-# framesDecoded straight from getStats (the overlay's copy is up to a second old).
-DECODED_FRAMES = """(async () => {
-  let decoded = 0;
+PLAY_REPEATS = 5  # Chromium sessions timed from Play to the first frame, per configuration
+# Decoder-side counters straight from getStats (the overlay's copy is up to a second old).
+DECODER_COUNTERS = """(async () => {
+  let counters = {decoded: 0, delay: 0, squared: 0};
   (await window.gamecast.peer.getStats()).forEach(s => {
-    if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded;
+    if (s.type === "inbound-rtp" && s.kind === "video") counters = {decoded: s.framesDecoded,
+      delay: s.totalInterFrameDelay, squared: s.totalSquaredInterFrameDelay};
   });
-  return decoded;
+  return counters;
 })()"""
-TARGETS = {"fps_min": 59.0, "chromium_g2g_p50_max_ms": 25.0}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One promise of issue 3: `key` of the rows matching `config`/`client`, against a limit."""
+
+    name: str
+    key: str
+    limit: float
+    at_most: bool  # True: the value must be <= limit; False: >= limit
+    config: str
+    client: str | None = None  # None: every client's row must meet it
+
+    def check(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        checks = []
+        for row in rows:
+            if row["config"] != self.config or self.client not in (None, row["client"]):
+                continue
+            value = row.get(self.key, math.nan)
+            within = value <= self.limit if self.at_most else value >= self.limit
+            ok = not math.isnan(value) and within
+            checks.append({"target": self.name, "client": row["client"], "value": value,
+                           "limit": self.limit, "met": ok})  # fmt: skip
+        return checks
+
+
+TARGETS = (
+    Target("glass-to-glass p50 <= 16 ms", "g2g_p50_ms", 16, True, "gamecast", "chromium"),
+    Target("glass-to-glass p95 <= 25 ms", "g2g_p95_ms", 25, True, "gamecast", "chromium"),
+    Target("glass-to-glass p50 <= 8 ms", "g2g_p50_ms", 8, True, "gamecast", "aiortc bot"),
+    Target("input-to-photon p50 <= 25 ms", "i2p_p50_ms", 25, True, "gamecast", "chromium"),
+    Target("received interval sd <= 2 ms", "received_interval_std_ms", 2, True, "gamecast"),
+    Target("no freezes", "freezes", 0, True, "gamecast"),
+    Target("sender CPU <= 60 % of a core", "sender_cpu_pct", 60, True, "gamecast"),
+    Target("1080p60 received >= 58 fps", "received_fps", 58, False, "gamecast 1080p60"),
+    Target("Play -> first frame p50 <= 700 ms", "play_to_first_frame_ms", 700, True, "gamecast",
+           "chromium"),
+)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -99,11 +151,12 @@ async def _measured(
 
 
 async def measure_bot(
-    server: RunningServer, sender: psutil.Process, seconds: float
+    server: RunningServer, sender: psutil.Process, seconds: float, config: Configuration
 ) -> dict[str, Any]:
     bot = BotPlayer(server.player_url)
     pressed_at = time.time() * 1000
-    async with aiohttp.ClientSession() as http, bot.play(http):
+    shape = {"width": config.width, "height": config.height, "fps": config.fps}
+    async with aiohttp.ClientSession() as http, bot.play(http, **shape):
         await bot.wait_frames(1)
         first_frame_ms = bot.log.samples[0].received_ms - pressed_at
         await bot.wait_channel_open()
@@ -116,18 +169,44 @@ async def measure_bot(
         cpu = await _measured(sender, seconds, press)
     result = log.summary()
     result["received_fps"] = result.pop("fps")
+    result["received_interval_std_ms"] = result["interval_std_ms"]  # the bot shows what it gets
     return {**result, "sender_cpu_pct": cpu, "play_to_first_frame_ms": round(first_frame_ms, 1)}
 
 
+async def _time_to_first_frame(page: Any, server: RunningServer) -> float:
+    """Press Play, wait for the first frame, end the session; ms from the press to the frame."""
+    await page.click("#play")
+    await page.wait_for_function("window.gamecast.timeToFirstFrameMs !== null", timeout=30_000)
+    first_frame_ms: float = await page.evaluate("window.gamecast.timeToFirstFrameMs")
+    await page.click("#end")
+    async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+        while True:  # the container is free again before the next Play
+            async with http.get(server.url + "/api/containers") as response:
+                rows = (await response.json())["containers"]
+            if all(r["availability"] == "standby" for r in rows):
+                return first_frame_ms
+            await asyncio.sleep(0.05)
+
+
+def _interval_std_ms(before: dict[str, float], after: dict[str, float]) -> float:
+    """Standard deviation of the decoder's inter-frame delay between two getStats readings."""
+    frames = after["decoded"] - before["decoded"]
+    if frames <= 1:
+        return math.nan
+    mean = (after["delay"] - before["delay"]) / frames
+    variance = (after["squared"] - before["squared"]) / frames - mean * mean
+    return round(1000 * math.sqrt(max(0.0, variance)), 2)
+
+
 async def measure_chromium(
-    server: RunningServer, sender: psutil.Process, seconds: float
+    server: RunningServer, sender: psutil.Process, seconds: float, config: Configuration
 ) -> dict[str, Any]:
     async with launch_chromium() as browser:
         page = await browser.new_page()
-        await page.goto(server.url + "/")
+        shape = f"width={config.width}&height={config.height}&fps={config.fps}"
+        await page.goto(f"{server.url}/?{shape}")
+        first_frames = [await _time_to_first_frame(page, server) for _ in range(PLAY_REPEATS)]
         await page.click("#play")
-        await page.wait_for_function("window.gamecast.timeToFirstFrameMs !== null", timeout=30_000)
-        first_frame_ms = await page.evaluate("window.gamecast.timeToFirstFrameMs")
         await page.wait_for_function("window.gamecast.status === 'playing'", timeout=30_000)
         await asyncio.sleep(WARMUP_SECONDS)
         await page.evaluate(
@@ -140,9 +219,9 @@ async def measure_chromium(
         async def press(index: int) -> None:
             await (page.keyboard.down if index % 2 == 0 else page.keyboard.up)("KeyD")
 
-        decoded_before, started = await page.evaluate(DECODED_FRAMES), time.monotonic()
+        counters_before, started = await page.evaluate(DECODER_COUNTERS), time.monotonic()
         cpu = await _measured(sender, seconds, press)
-        decoded = await page.evaluate(DECODED_FRAMES) - decoded_before
+        counters_after = await page.evaluate(DECODER_COUNTERS)
         elapsed = time.monotonic() - started
         data = await page.evaluate(
             "(s => ({times: s.presentedTimes, g2g: s.g2gSamples, i2p: s.i2pSamples,"
@@ -153,7 +232,9 @@ async def measure_chromium(
     stats = data["stats"] or {}
     # Received = decoded (getStats); presented = frame callbacks, what the 60 Hz compositor showed.
     result["presented_fps"] = result.pop("fps")
+    decoded = counters_after["decoded"] - counters_before["decoded"]
     result["received_fps"] = round(decoded / elapsed, 2)
+    result["received_interval_std_ms"] = _interval_std_ms(counters_before, counters_after)
     result["display_p50_ms"] = round(percentile(data["display"], 0.5), 1)
     extra = {
         "unreadable": data["unreadable"],
@@ -161,8 +242,9 @@ async def measure_chromium(
         "codec": stats.get("codec"),
         "jitter_buffer_ms": stats.get("jitterBufferMs"),
         "decode_ms": stats.get("decodeMs"),
+        "play_to_first_frame_samples_ms": [round(ms, 1) for ms in first_frames],
     }
-    return {**result, **extra, "play_to_first_frame_ms": round(first_frame_ms, 1)}
+    return {**result, **extra, "play_to_first_frame_ms": round(percentile(first_frames, 0.5), 1)}
 
 
 def machine() -> dict[str, Any]:
@@ -177,8 +259,8 @@ def machine() -> dict[str, Any]:
 async def run(seconds: float, with_browser: bool) -> dict[str, Any]:
     rows = []
     async with serve("127.0.0.1", 0) as server:
-        for number, (label, options) in enumerate(CONFIGURATIONS.items()):
-            async with container_process(server, f"bench-{number}", options) as sender:
+        for number, config in enumerate(CONFIGURATIONS):
+            async with container_process(server, f"bench-{number}", list(config.options)) as sender:
                 clients: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
                     "aiortc bot": measure_bot
                 }
@@ -186,22 +268,20 @@ async def run(seconds: float, with_browser: bool) -> dict[str, Any]:
                     clients["chromium"] = measure_chromium
                 for client, measure in clients.items():
                     timing = f"{WARMUP_SECONDS:.0f} s warm-up, {seconds:.0f} s measured"
-                    print(f"  {label} -> {client}: {timing}", flush=True)
-                    rows.append(
-                        {
-                            "config": label,
-                            "client": client,
-                            **await measure(server, sender, seconds),
-                        }
-                    )
-    return {"benchmark": "latency", "resolution": "1280x720", "fps": 60, "seconds": seconds,
-            "machine": machine(), "targets": TARGETS, "results": rows}  # fmt: skip
+                    shape = f"{config.width}x{config.height}@{config.fps}"
+                    print(f"  {config.label} ({shape}) -> {client}: {timing}", flush=True)
+                    result = await measure(server, sender, seconds, config)
+                    rows.append({"config": config.label, "client": client, "stream": shape,
+                                 **result})  # fmt: skip
+    checks = [check for target in TARGETS for check in target.check(rows)]
+    return {"benchmark": "latency", "seconds": seconds, "machine": machine(),
+            "results": rows, "targets": checks}  # fmt: skip
 
 
 COLUMNS = (
     ("config", "config", "{}"), ("client", "client", "{}"), ("received_fps", "recv fps", "{:.1f}"),
     ("presented_fps", "shown fps", "{:.1f}"),
-    ("interval_mean_ms", "ivl ms", "{:.2f}"), ("interval_std_ms", "ivl sd", "{:.2f}"),
+    ("interval_mean_ms", "ivl ms", "{:.2f}"), ("received_interval_std_ms", "recv ivl sd", "{:.2f}"),
     ("g2g_p50_ms", "g2g p50", "{:.1f}"), ("g2g_p95_ms", "g2g p95", "{:.1f}"),
     ("display_p50_ms", "disp p50", "{:.1f}"),
     ("i2p_p50_ms", "i2p p50", "{:.1f}"), ("i2p_p95_ms", "i2p p95", "{:.1f}"),
@@ -225,13 +305,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def main(args: argparse.Namespace) -> None:
-    print(
-        f"gamecast bench latency: 720p60 on loopback, {args.seconds:.0f} s per client and encoder"
+def target_lines(checks: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"  {'met ' if c['met'] else 'MISSED'}  {c['target']:<36} {c['client']:<11} {c['value']}"
+        for c in checks
     )
+
+
+def main(args: argparse.Namespace) -> None:
+    print(f"gamecast bench latency: loopback, {args.seconds:.0f} s per client and configuration")
     report = asyncio.run(run(args.seconds, not args.no_browser))
     print()
     print(table(report["results"]))
+    print("\ntargets (issue 3):")
+    print(target_lines(report["targets"]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

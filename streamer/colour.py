@@ -39,18 +39,19 @@ def rgb_to_yuv(colour: RGB) -> YUV:
 def rgb_to_i420(rgb: npt.NDArray[np.uint8]) -> I420Frame:
     """A whole H x W x 3 picture as one I420 buffer; chroma is the mean of each 2 x 2 block.
 
-    Meant for pictures converted once (a background), not per frame: it works in float64.
+    Meant for pictures converted once (a background), not per frame.
     """
     height, width = rgb.shape[:2]
     if height % 2 or width % 2:
         raise ValueError(f"I420 needs even dimensions, got {width}x{height}")
-    yuv = rgb.astype(np.float64) @ _MATRIX.T + _OFFSET
-    chroma = yuv[:, :, 1:].reshape(height // 2, 2, width // 2, 2, 2).mean(axis=(1, 3))
+    channels = [rgb[:, :, i].astype(np.float32) for i in range(3)]
     out = np.empty((height * 3 // 2, width), dtype=np.uint8)
-    planes = i420_planes(out)
-    planes[0][:] = np.clip(np.rint(yuv[:, :, 0]), 16, 235)
-    planes[1][:] = np.clip(np.rint(chroma[:, :, 0]), 16, 240)
-    planes[2][:] = np.clip(np.rint(chroma[:, :, 1]), 16, 240)
+    limits = (235, 240, 240)
+    for plane, row, offset, high in zip(i420_planes(out), _MATRIX, _OFFSET, limits, strict=True):
+        full = sum(np.float32(k) * c for k, c in zip(row, channels, strict=True)) + offset
+        if plane.shape[0] != height:  # chroma: the mean of each 2 x 2 block
+            full = full.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+        plane[:] = np.clip(np.rint(full), 16, high)
     return out
 
 

@@ -68,9 +68,9 @@ def test_render_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
     )  # fmt: skip
     report = json.loads(out.read_text())
     stages = {(r["resolution"], r["stage"]) for r in report["results"]}
-    assert ("1280x720", "game render") in stages
-    assert ("1920x1080", "RGB->I420 numpy (baseline)") in stages
-    assert "game render" in result.stdout
+    assert ("1280x720", "game render I420 (sent)") in stages
+    assert ("1920x1080", "RGB->I420 swscale") in stages
+    assert "game render I420 (sent)" in result.stdout
 
 
 def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) -> None:
@@ -79,8 +79,13 @@ def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) ->
         [*GAMECAST, "bench", "latency", "--seconds", "1", "--no-browser", "--out", str(out)],
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    rows = json.loads(out.read_text())["results"]
-    assert [r["config"] for r in rows] == list(CONFIGURATIONS)
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert [r["config"] for r in rows] == [c.label for c in CONFIGURATIONS]
+    assert [r["stream"] for r in rows][:2] == ["1280x720@60", "1920x1080@60"]
+    checked = {(c["target"], c["client"]) for c in report["targets"]}
+    assert ("glass-to-glass p50 <= 8 ms", "aiortc bot") in checked
+    assert ("1080p60 received >= 58 fps", "aiortc bot") in checked
     for row in rows:
         assert row["client"] == "aiortc bot"
         assert row["received_fps"] > 0
