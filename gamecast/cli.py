@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import logging
+import re
 import socket
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
 from gamecast.runtime import embedded_network, run_agent, serve
+from signaling.protocol import Register
 from streamer.agent import AgentConfig
 from streamer.encoder import ENCODERS
 
@@ -30,17 +33,58 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         print("\ngamecast: stopped", file=sys.stderr)
 
 
+# A container may advertise what the register message accepts, no more: checked here, so a bad
+# flag is a usage error now rather than a registration the indexer refuses later.
+_REGISTER_LIMITS = {f.name: f.metadata for f in dataclasses.fields(Register)}
+
+
+def _within(field: str, what: str, value: int) -> int:
+    low, high = _REGISTER_LIMITS[field]["low"], _REGISTER_LIMITS[field]["high"]
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{what} {value} is outside [{low}, {high}]")
+    return value
+
+
+def _max_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT in pixels, like 1920x1080; got {text!r}"
+        )
+    return (
+        _within("max_width", "width", int(match[1])),
+        _within("max_height", "height", int(match[2])),
+    )
+
+
+def _max_fps(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected whole frames per second, like 60; got {text!r}")
+    return _within("max_fps", "frame rate", int(text))
+
+
 async def _forever() -> None:
     await asyncio.Event().wait()
 
 
 async def _up(args: argparse.Namespace) -> None:
-    network = embedded_network(args.host, args.port, args.encoder, args.codec, args.playout_delay)
+    width, height = args.max_size
+    network = embedded_network(
+        args.host,
+        args.port,
+        args.encoder,
+        args.codec,
+        args.playout_delay,
+        max_width=width,
+        max_height=height,
+        max_fps=args.max_fps,
+    )
     async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
         config = agent.config
         print(
-            f"  container {config.container_id}: reference game, {config.encoder}, {config.codec}"
+            f"  container {config.container_id}: reference game, {config.encoder}, {config.codec},"
+            f" up to {width}x{height}@{args.max_fps}"
         )
         print(f"  API: {server.url}/api/containers  {server.url}/api/sessions")
         await _forever()
@@ -54,12 +98,16 @@ async def _indexer(args: argparse.Namespace) -> None:
 
 
 async def _container(args: argparse.Namespace) -> None:
+    width, height = args.max_size
     config = AgentConfig(
         args.server,
         args.id,
         encoder=args.encoder,
         codec=args.codec,
         playout_delay=args.playout_delay,
+        max_width=width,
+        max_height=height,
+        max_fps=args.max_fps,
     )
     async with run_agent(config):
         print(f"container {args.id} registered with {args.server}")
@@ -91,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
             dest="playout_delay",
             action="store_false",
             help="do not ask browsers to render at once (RTP playout-delay min=max=0)",
+        )
+        sub.add_argument(
+            "--max-size",
+            type=_max_size,
+            default=f"{AgentConfig.max_width}x{AgentConfig.max_height}",
+            metavar="WxH",
+            help="largest picture the container offers players (default: %(default)s)",
+        )
+        sub.add_argument(
+            "--max-fps",
+            type=_max_fps,
+            default=AgentConfig.max_fps,
+            metavar="N",
+            help="highest frame rate the container offers players (default: %(default)s)",
         )
 
     up = commands.add_parser(
@@ -137,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bench-results/render.json", help="where to write the JSON"
     )
     render.set_defaults(handler=_bench)
+    network = bench_kinds.add_parser(
+        "network", help="a session through a lossy, narrow link: fps, latency, bitrate trace"
+    )
+    network.add_argument("--loss", type=float, default=0.02, help="downstream packet loss, 0-1")
+    network.add_argument("--rate-mbps", type=float, default=4.0, help="bottleneck rate")
+    network.add_argument("--queue-ms", type=float, default=100.0, help="bottleneck queue")
+    network.add_argument("--before", type=float, default=10.0, help="clean seconds first")
+    network.add_argument("--impaired", type=float, default=20.0, help="impaired seconds")
+    network.add_argument("--after", type=float, default=20.0, help="clean seconds after")
+    network.add_argument(
+        "--out", default="bench-results/network.json", help="where to write the JSON"
+    )
+    network.set_defaults(handler=_bench)
     return parser
 
 

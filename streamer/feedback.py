@@ -17,6 +17,7 @@ LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 GROWTH = 1.05
 KEYFRAME_INTERVAL_S = 0.3
+TRACE_STEP = 0.01  # REMB can come with every packet: the trace keeps moves of >= 1 % only
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +62,11 @@ class BitrateController:
     def _update(self, now: float, reason: str) -> int:
         wanted = self._loss_based if self._estimate <= 0 else min(self._estimate, self._loss_based)
         target = int(max(self.floor, min(self.ceiling, wanted)))
-        if target != self.target:
-            self.target = target
+        traced = self.trace[-1].bitrate if self.trace else self.ceiling
+        if abs(target - traced) >= TRACE_STEP * traced:
             self.trace.append(BitrateChange(now, target, reason))
-        return self.target
+        self.target = target
+        return target
 
 
 @dataclass

@@ -49,3 +49,12 @@ async def eventually(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not predicate():  # noqa: ASYNC110  (no event to wait on: the state is a peer's)
             await asyncio.sleep(0.01)
+
+
+def unexplained_gaps(bot: BotPlayer, agent: ContainerAgent) -> int:
+    """Frames the bot missed that neither an unreadable marker nor the sender's drop policy
+    (a frame replaced while the encoder was busy, on a loaded machine) accounts for."""
+    session = agent.sessions[bot.session_id]
+    stats = session.track.pipeline.stats
+    dropped = stats.dropped_before_encode + stats.dropped_before_send
+    return max(0, bot.log.sequence_gaps() - bot.log.unreadable - dropped)

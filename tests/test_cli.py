@@ -60,6 +60,30 @@ def test_bad_arguments_say_what_is_wrong(argv: list[str]) -> None:
     assert "error:" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["container", "--server", "ws://127.0.0.1:9/ws/container", "--max-size", "12x"],
+            "argument --max-size: expected WIDTHxHEIGHT in pixels, like 1920x1080; got '12x'",
+        ),
+        (
+            ["up", "--max-size", "8000x720"],
+            "argument --max-size: width 8000 is outside [320, 7680]",
+        ),
+        (["up", "--max-fps", "0"], "argument --max-fps: frame rate 0 is outside [1, 240]"),
+    ],
+)
+def test_container_limits_outside_what_register_accepts_are_refused(
+    argv: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [*GAMECAST, *argv], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert f"error: {message}" in result.stderr, result.stderr
+
+
 def test_render_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
     out = tmp_path / "render.json"
     result = subprocess.run(
@@ -91,3 +115,21 @@ def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) ->
         assert row["received_fps"] > 0
         assert row["g2g_p50_ms"] > 0
         assert row["unreadable"] == 0
+
+
+def test_network_benchmark_reports_each_phase_and_a_bitrate_trace(tmp_path) -> None:
+    out = tmp_path / "network.json"
+    result = subprocess.run(
+        [*GAMECAST, "bench", "network", "--before", "1", "--impaired", "2", "--after", "1",
+         "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"gamecast", "aiortc stock H.264"}
+    ours = report["results"]["gamecast"]
+    assert [p["phase"] for p in ours["phases"]] == ["before", "impaired", "after"]
+    assert ours["phases"][0]["received_fps"] > 0
+    assert ours["link"]["dropped_loss"] + ours["link"]["dropped_queue"] > 0  # it was impaired
+    assert {p["phase"] for p in ours["trace"]} == {"before", "impaired", "after"}
+    assert all(p["target_mbps"] for p in ours["trace"])
+    assert "impaired" in result.stdout

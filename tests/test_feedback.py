@@ -66,6 +66,15 @@ def test_target_is_the_lower_of_remb_and_loss_based() -> None:
     assert rate.target == 2_000_000
 
 
+def test_the_trace_keeps_moves_of_one_percent_or_more() -> None:
+    rate = controller()
+    for step in range(100):  # REMB with every packet, wobbling by a few kb/s
+        rate.on_estimate(3_000_000 + 1000 * (step % 3), now=step / 100)
+    rate.on_estimate(2_900_000, now=2.0)
+    assert [c.bitrate for c in rate.trace] == [3_000_000, 2_900_000]
+    assert rate.target == 2_900_000
+
+
 def test_floor_above_ceiling_is_refused() -> None:
     with pytest.raises(ValueError, match="floor <= ceiling"):
         BitrateController(2, 1)

@@ -16,7 +16,7 @@ from streamer.encoder import (
     encoder_in_use,
     install_encoder,
 )
-from tests.conftest import eventually
+from tests.conftest import eventually, unexplained_gaps
 from verifier.bot import BotPlayer
 
 CURSOR_AT = (0.25, 0.75)
@@ -36,9 +36,9 @@ async def test_bot_receives_continuous_frames_and_input_changes_the_game(
     bot = playing_bot
     await bot.wait_frames(120)
     assert bot.log.unreadable == 0
-    assert bot.log.sequence_gaps() == 0
+    assert unexplained_gaps(bot, agent) == 0
     sequences = [s.marker.frame_sequence for s in bot.log.samples]
-    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    assert sequences == sorted(set(sequences))  # in order, none twice
 
     bot.send_input({"type": "pointermove", "x": CURSOR_AT[0], "y": CURSOR_AT[1]})
     await bot.wait_input_applied(1)
@@ -97,7 +97,7 @@ async def test_container_is_released_after_an_end_and_after_a_vanished_player(
     second = BotPlayer(server.player_url)
     async with second.play(http):
         await second.wait_frames(30)
-        assert second.log.sequence_gaps() == 0
+        assert unexplained_gaps(second, agent) == 0
         assert second.log.samples[0].marker.frame_sequence < 30  # a fresh stream, not the old one
 
 
@@ -122,13 +122,8 @@ async def test_the_player_chooses_size_and_rate_and_vp8_is_the_fallback(
         await bot.wait_frames(60)
         assert (bot.latest_frame.width, bot.latest_frame.height) == (width, height)
         assert bot.log.unreadable <= may_lose
-        session = agent.sessions[bot.session_id]
-        # A frame may go missing only where its marker was unreadable or where the sender's
-        # drop policy counted it (a frame replaced while the encoder was busy, under load).
-        stats = session.track.pipeline.stats
-        dropped = stats.dropped_before_encode + stats.dropped_before_send
-        assert bot.log.sequence_gaps() <= bot.log.unreadable + dropped
-        encoder = encoder_in_use(session.video_sender)
+        assert unexplained_gaps(bot, agent) == 0
+        encoder = encoder_in_use(agent.sessions[bot.session_id].video_sender)
         assert isinstance(encoder, encoder_class)
 
 

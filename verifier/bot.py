@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
@@ -35,9 +35,22 @@ def luma_plane(frame: Any) -> np.ndarray:
     return rows[:, : plane.width]
 
 
+class MediaRoute(Protocol):
+    """Rewrites the ICE candidates of both sides so media crosses something in between."""
+
+    def route_offer(self, offer_sdp: str) -> str: ...
+
+    def route_answer(self, answer_sdp: str) -> str: ...
+
+
 class BotPlayer:
-    def __init__(self, player_url: str, codec: str | None = None) -> None:
+    def __init__(
+        self, player_url: str, codec: str | None = None, route: MediaRoute | None = None
+    ) -> None:
         """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser.
+
+        `route` sends the media through a relay (benchmarks/relay.py emulates a lossy,
+        narrow link: the kernel here has no netem).
 
         Installs marker-bit frame release process-wide before its peer exists, so latency is
         measured without aiortc's one-frame hold; the container process receives no video.
@@ -45,6 +58,7 @@ class BotPlayer:
         install_marker_release()
         self.player_url = player_url
         self.codec = codec
+        self.route = route
         self.log = FrameLog()
         self.latest_frame: Any = None
         self.session_id: str | None = None
@@ -97,9 +111,14 @@ class BotPlayer:
             transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
         self._pc.on("track", self._start_reading)
         await self._pc.setLocalDescription(await self._pc.createOffer())
-        await ws.send_str(p.Offer(self._pc.localDescription.sdp).to_json())
-        answer = await self._expect(ws, p.SessionAnswer)
-        await self._pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+        offer_sdp = self._pc.localDescription.sdp
+        if self.route is not None:
+            offer_sdp = self.route.route_offer(offer_sdp)
+        await ws.send_str(p.Offer(offer_sdp).to_json())
+        answer_sdp = (await self._expect(ws, p.SessionAnswer)).sdp
+        if self.route is not None:
+            answer_sdp = self.route.route_answer(answer_sdp)
+        await self._pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
 
     async def close(self) -> None:
         if self._reader is not None:

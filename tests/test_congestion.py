@@ -1,0 +1,78 @@
+"""Through a lossy, narrow link (benchmarks/relay.py): bitrate adapts down, recovers, play goes on.
+
+The kernel here has no netem, so the bot's media crosses a UDP relay whose downstream link
+drops and rate-limits packets; ICE candidates on both sides point at the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
+from tests.conftest import unexplained_gaps
+from verifier.bot import BotPlayer
+
+CAP_BPS = 3_000_000  # well under the 5.5 Mb/s a 720p60 stream starts at
+
+
+async def wait_until(predicate: Callable[[], bool], seconds: float) -> None:
+    """Poll a peer's state: congestion control acts on RTCP that comes about once a second."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 (the state belongs to a peer)
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[UdpRelay]:
+    async with UdpRelay(LinkModel(seed=11), LinkModel(seed=12)) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def playing_through(network, http, relay: UdpRelay) -> AsyncIterator[BotPlayer]:
+    server, _ = network
+    bot = BotPlayer(server.player_url, route=relay)
+    async with bot.play(http):
+        await bot.wait_frames(30)
+        yield bot
+
+
+@pytest.mark.timeout(90)
+async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http, relay) -> None:
+    _, agent = network
+    async with playing_through(network, http, relay) as bot:
+        assert relay.downstream.counters.delivered > 0  # the media really crosses the relay
+        pipeline = agent.sessions[bot.session_id].track.pipeline
+        assert pipeline.bitrate.target > CAP_BPS
+
+        relay.downstream.config = LinkConfig(loss=0.02, rate_bps=CAP_BPS, queue_ms=100)
+        await wait_until(lambda: pipeline.bitrate.target < CAP_BPS, seconds=20)
+        assert relay.downstream.counters.dropped_loss > 0
+
+        # Under the cap, once adapted, the game keeps playing with readable frames.
+        await asyncio.sleep(3)
+        frames, unreadable = bot.log.frames, bot.log.unreadable
+        await bot.wait_frames(frames + 120)
+        assert bot.log.unreadable - unreadable <= 2
+        lowest = pipeline.bitrate.target
+
+        relay.downstream.config = LinkConfig()
+        await wait_until(lambda: pipeline.bitrate.target > 1.1 * lowest, seconds=20)
+        assert pipeline.bitrate.trace[-1].bitrate > lowest
+        frames = bot.log.frames
+        await bot.wait_frames(frames + 60)
+        # Keyframe requests during the loss were coalesced, not each answered with an IDR.
+        assert pipeline.keyframes.granted <= pipeline.keyframes.requested
+
+
+async def test_media_through_a_clean_relay_plays_as_directly(network, http, relay) -> None:
+    _, agent = network
+    async with playing_through(network, http, relay) as bot:
+        await bot.wait_frames(120)
+        assert bot.log.unreadable == 0
+        assert unexplained_gaps(bot, agent) == 0
+        assert relay.upstream.counters.delivered > 0  # RTCP and STUN went back through it
