@@ -88,8 +88,16 @@ async def embedded_network(
     encoder: str = "x264",
     codec: str = "h264",
     playout_delay: bool = True,
+    *,
+    max_width: int = AgentConfig.max_width,
+    max_height: int = AgentConfig.max_height,
+    max_fps: int = AgentConfig.max_fps,
 ) -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
-    """The whole network in one process: what `gamecast up` runs and what tests start."""
+    """The whole network in one process: what `gamecast up` runs and what tests start.
+
+    The container advertises `max_width`x`max_height`@`max_fps`; the indexer matches no larger
+    request to it.
+    """
     async with serve(host, port) as server:
         agent_config = AgentConfig(
             server.container_url,
@@ -97,6 +105,9 @@ async def embedded_network(
             encoder=encoder,
             codec=codec,
             playout_delay=playout_delay,
+            max_width=max_width,
+            max_height=max_height,
+            max_fps=max_fps,
         )
         async with run_agent(agent_config) as agent:
             yield server, agent

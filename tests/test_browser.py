@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from gamecast.runtime import RunningServer, embedded_network
+from streamer.agent import ContainerAgent
 from streamer.playout_delay import URI
 
 pytestmark = pytest.mark.browser
+
+OPTIONS = (
+    "[...document.querySelectorAll('#quality option')].map(o => [o.value, o.disabled, o.title])"
+)
+VIDEO_SIZE = "(v => [v.videoWidth, v.videoHeight])(document.getElementById('video'))"
+
+
+@pytest.fixture
+async def network_720p60() -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
+    """The embedded network with one container that advertises at most 1280x720@60."""
+    async with embedded_network(max_width=1280, max_height=720, max_fps=60) as running:
+        yield running
 
 
 async def _open_and_play(browser: Any, url: str, errors: list[str]) -> Any:
@@ -26,10 +41,7 @@ async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser
     errors: list[str] = []
     page = await _open_and_play(browser, server.url + "/", errors)
     await page.wait_for_function("window.gamecast.markersRead >= 30", timeout=20_000)
-    size = await page.evaluate(
-        "(v => [v.videoWidth, v.videoHeight])(document.getElementById('video'))"
-    )
-    assert size == [1280, 720]
+    assert await page.evaluate(VIDEO_SIZE) == [1280, 720]
 
     decoded = "window.gamecast.stats ? window.gamecast.stats.framesDecoded : 0"
     await page.wait_for_function(f"({decoded}) > 0", timeout=10_000)
@@ -61,4 +73,48 @@ async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser
     await page.wait_for_function(f"{presented}.length >= 60", timeout=10_000)
     times = await page.evaluate(presented)
     assert len(set(times)) == len(times)  # each frame recorded once, not by two chains
+    assert errors == []
+
+
+async def test_options_no_container_advertises_are_disabled_and_720p60_plays(
+    network_720p60, browser
+) -> None:
+    server, _ = network_720p60
+    errors: list[str] = []
+    page = await browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(server.url + "/")
+    await page.evaluate("window.gamecast.qualitiesChecked")
+    assert await page.evaluate(OPTIONS) == [
+        ["1280x720@60", False, ""],
+        ["1920x1080@60", True, "no container offers 1920x1080@60"],
+        ["1280x720@120", True, "no container offers 1280x720@120"],
+        ["1920x1080@120", True, "no container offers 1920x1080@120"],
+    ]
+    assert await page.input_value("#quality") == "1280x720@60"
+
+    # A choice made before the container went away: Play checks again and falls back to 720p60.
+    await page.evaluate("document.getElementById('quality').value = '1920x1080@60'")
+    await page.click("#play")
+    await page.wait_for_function("window.gamecast.status === 'playing'", timeout=20_000)
+    await page.wait_for_function("window.gamecast.markersRead >= 10", timeout=20_000)
+    assert await page.input_value("#quality") == "1280x720@60"
+    assert await page.evaluate(VIDEO_SIZE) == [1280, 720]
+    assert errors == []
+
+
+async def test_choosing_1080p60_streams_1920x1080(network, browser) -> None:
+    server, _ = network
+    errors: list[str] = []
+    page = await browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(server.url + "/")
+    await page.evaluate("window.gamecast.qualitiesChecked")
+    assert [disabled for _, disabled, _ in await page.evaluate(OPTIONS)] == [False] * 4
+    await page.select_option("#quality", "1920x1080@60")
+    await page.click("#play")
+    await page.wait_for_function("window.gamecast.status === 'playing'", timeout=20_000)
+    await page.wait_for_function("window.gamecast.markersRead >= 10", timeout=20_000)
+    assert await page.input_value("#quality") == "1920x1080@60"
+    assert await page.evaluate(VIDEO_SIZE) == [1920, 1080]
     assert errors == []

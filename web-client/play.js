@@ -68,15 +68,45 @@ function sendInput(event) {
 }
 state.sendInput = sendInput;
 
-function qualityChoice() {
-  const [size, fps] = $("quality").value.split("@");
+function parseQuality(value) {
+  const [size, fps] = value.split("@");
   const [width, height] = size.split("x").map(Number);
+  return { width, height, fps: Number(fps) };
+}
+
+// URL parameters width, height and fps win over the menu (the latency benchmark sets them).
+function qualityChoice() {
+  const { width, height, fps } = parseQuality($("quality").value);
   const params = new URLSearchParams(location.search);
   return {
     width: Number(params.get("width") ?? width),
     height: Number(params.get("height") ?? height),
     fps: Number(params.get("fps") ?? fps),
   };
+}
+
+// Offer only what some registered container advertises (/api/containers); a choice that is no
+// longer offered falls back to the default (720p60), else to the first option still offered.
+async function refreshQualities() {
+  let containers;
+  try {
+    ({ containers } = await (await fetch("/api/containers")).json());
+  } catch {
+    return; // leave the menu as it is: Play will report what the indexer refuses
+  }
+  const select = $("quality");
+  for (const option of select.options) {
+    const { width, height, fps } = parseQuality(option.value);
+    const offered = containers.some(
+      (c) => width <= c.max_width && height <= c.max_height && fps <= c.max_fps,
+    );
+    option.disabled = !offered;
+    option.title = offered ? "" : `no container offers ${option.value}`;
+  }
+  if (!select.selectedOptions[0]?.disabled) return;
+  const enabled = [...select.options].filter((o) => !o.disabled);
+  const fallback = enabled.find((o) => o.defaultSelected) ?? enabled[0];
+  if (fallback) select.value = fallback.value;
 }
 
 function gatheringDone(peer) {
@@ -180,10 +210,15 @@ function play() {
   Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0 });
   state.inputSent.clear();
   setStatus("finding a container");
-  ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/player`);
-  ws.onopen = () => send({ type: "play", game: "reference", ...qualityChoice() });
-  ws.onmessage = onSignal;
-  ws.onclose = () => pc && teardown("signaling connection closed");
+  const checked = refreshQualities(); // alongside the connect, so Play waits no longer for it
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/player`);
+  ws = socket;
+  socket.onopen = async () => {
+    await checked;
+    if (ws === socket) send({ type: "play", game: "reference", ...qualityChoice() });
+  };
+  socket.onmessage = onSignal;
+  socket.onclose = () => pc && teardown("signaling connection closed");
 }
 
 function end(reason = "ended by player") {
@@ -212,3 +247,4 @@ state.reader = new MarkerReader(video);
 state.overlay = new StatsOverlay($("overlay"), state);
 $("play").addEventListener("click", play);
 $("end").addEventListener("click", () => end());
+state.qualitiesChecked = refreshQualities(); // resolves once the menu shows what is offered
