@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
-import os
-import platform
 import signal
 import sys
 import time
@@ -28,6 +25,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from benchmarks.report import machine, table, write_json
 from gamecast.runtime import RunningServer, serve
 from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
@@ -102,24 +100,39 @@ TARGETS = (
 )  # fmt: skip
 
 
+class ContainerStartError(RuntimeError):
+    """A benchmark's container process did not register; its log says why."""
+
+
 @contextlib.asynccontextmanager
 async def container_process(
-    server: RunningServer, container_id: str, options: list[str]
+    server: RunningServer, container_id: str, options: list[str], log_dir: Path
 ) -> AsyncIterator[psutil.Process]:
-    """A `gamecast container` process, registered and ready; stopped with SIGINT afterwards."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gamecast", "container", "--server", server.container_url,
-        "--id", container_id, *options,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    """A `gamecast container` process, registered and ready; stopped with SIGINT afterwards.
+
+    Its output goes to `log_dir`/`container_id`.log, named in the error if it never registers.
+    """
+    log_path = log_dir / f"{container_id}.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gamecast", "container", "--server", server.container_url,
+            "--id", container_id, *options, stdout=log_file, stderr=log_file,
+        )  # fmt: skip
     try:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                async with http.get(server.url + "/api/containers") as response:
-                    rows = (await response.json())["containers"]
-                if any(r["container"] == container_id for r in rows):
-                    break
-                await asyncio.sleep(0.1)
+        registered = False
+        with contextlib.suppress(TimeoutError):
+            async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+                while not registered and process.returncode is None:
+                    async with http.get(server.url + "/api/containers") as response:
+                        rows = (await response.json())["containers"]
+                    registered = any(r["container"] == container_id for r in rows)
+                    await asyncio.sleep(0 if registered else 0.1)
+        if not registered:
+            tail = log_path.read_text(errors="replace").splitlines()[-5:]
+            raise ContainerStartError(
+                f"container {container_id} did not register within 30 s; its log is {log_path}:\n"
+                + "\n".join(tail)
+            )
         yield psutil.Process(process.pid)
     finally:
         if process.returncode is None:
@@ -247,20 +260,12 @@ async def measure_chromium(
     return {**result, **extra, "play_to_first_frame_ms": round(percentile(first_frames, 0.5), 1)}
 
 
-def machine() -> dict[str, Any]:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}  # fmt: skip
-
-
-async def run(seconds: float, with_browser: bool) -> dict[str, Any]:
+async def run(seconds: float, with_browser: bool, log_dir: Path) -> dict[str, Any]:
     rows = []
     async with serve("127.0.0.1", 0) as server:
         for number, config in enumerate(CONFIGURATIONS):
-            async with container_process(server, f"bench-{number}", list(config.options)) as sender:
+            container = container_process(server, f"bench-{number}", list(config.options), log_dir)
+            async with container as sender:
                 clients: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
                     "aiortc bot": measure_bot
                 }
@@ -290,21 +295,6 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    def cell(row: dict[str, Any], key: str, form: str) -> str:
-        value = row.get(key)
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return "-" if missing else form.format(value)
-
-    cells = [[title for _, title, _ in COLUMNS]] + [
-        [cell(r, k, f) for k, _, f in COLUMNS] for r in rows
-    ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells
-    )
-
-
 def target_lines(checks: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"  {'met ' if c['met'] else 'MISSED'}  {c['target']:<36} {c['client']:<11} {c['value']}"
@@ -313,13 +303,13 @@ def target_lines(checks: list[dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
+    log_dir = Path(args.out).parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     print(f"gamecast bench latency: loopback, {args.seconds:.0f} s per client and configuration")
-    report = asyncio.run(run(args.seconds, not args.no_browser))
+    print(f"  container logs: {log_dir}/")
+    report = asyncio.run(run(args.seconds, not args.no_browser, log_dir))
     print()
-    print(table(report["results"]))
+    print(table(report["results"], COLUMNS))
     print("\ntargets (issue 3):")
     print(target_lines(report["targets"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nJSON written to {out}")
+    print(f"\nJSON written to {write_json(args.out, report)}")

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from benchmarks.latency import machine
 from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
+from benchmarks.report import machine, write_json
 from gamecast.runtime import embedded_network
 from streamer.agent import ContainerAgent
 from streamer.encoder import encoder_in_use
@@ -172,7 +170,4 @@ def main(args: argparse.Namespace) -> None:
         "phases_s": {name: seconds for name, _, seconds in phases},
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nJSON (with the bitrate trace) written to {out}")
+    print(f"\nJSON (with the bitrate trace) written to {write_json(args.out, report)}")

@@ -10,16 +10,14 @@ draws in I420 instead of converting.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import av
 
-from benchmarks.latency import machine
+from benchmarks.report import machine, table, write_json
 from streamer.colour import rgb_to_i420
 from streamer.game import ReferenceGame
 from streamer.input_events import KeyEvent
@@ -28,6 +26,10 @@ from verifier.frame_stats import percentile
 
 RESOLUTIONS = ((1280, 720), (1920, 1080))
 FRAME_BUDGET_MS = 1000 / 60
+COLUMNS = (
+    ("resolution", "resolution", "{}"), ("stage", "stage", "{}"), ("p50_ms", "p50 ms", "{:.3f}"),
+    ("p95_ms", "p95 ms", "{:.3f}"), ("budget_pct_at_60fps", "% of 16.7 ms", "{:.1f}"),
+)  # fmt: skip
 
 
 def _time(step: Callable[[], object], frames: int) -> list[float]:
@@ -85,14 +87,6 @@ def measure(width: int, height: int, frames: int) -> list[dict[str, Any]]:
 def main(args: argparse.Namespace) -> None:
     print(f"gamecast bench render: {args.frames} frames per stage and resolution")
     rows = [row for width, height in RESOLUTIONS for row in measure(width, height, args.frames)]
-    header = f"{'resolution':<11}{'stage':<30}{'p50 ms':>8}{'p95 ms':>8}{'% of 16.7 ms':>14}"
-    print(header)
-    for r in rows:
-        print(f"{r['resolution']:<11}{r['stage']:<30}{r['p50_ms']:>8.3f}{r['p95_ms']:>8.3f}"
-              f"{r['budget_pct_at_60fps']:>14.1f}")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"benchmark": "render", "machine": machine(), "results": rows}, indent=2)
-    )
-    print(f"\nJSON written to {out}")
+    print(table(rows, COLUMNS))
+    report = {"benchmark": "render", "machine": machine(), "results": rows}
+    print(f"\nJSON written to {write_json(args.out, report)}")

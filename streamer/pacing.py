@@ -7,6 +7,7 @@ than produced late in a burst: in real-time play a stale frame is worth less tha
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -39,3 +40,33 @@ class FramePacer:
         self.skipped_total += skipped
         self._next = index + 1
         return FrameSlot(index, self.deadline(index), skipped)
+
+
+class SteadyRelease:
+    """When to hand an encoded frame on, so that frames leave at even intervals.
+
+    Encode time varies from frame to frame (content, a keyframe, a core shared with the
+    player's browser), and that variation reaches the receiver as frame-interval jitter. A
+    frame is therefore held until its slot deadline plus a hold: the `quantile` of how late
+    recent frames were ready. Frames later than that go at once, so the hold adds at most the
+    spread of encode times. It is capped at half a frame interval, so the thread that waits is
+    free again before the next frame is ready.
+    """
+
+    def __init__(self, fps: float, window: int = 120, quantile: float = 0.9) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+        self._lateness: deque[float] = deque(maxlen=window)
+        self._quantile = quantile
+        self._max_hold = 0.5 / fps
+        self.hold = 0.0  # seconds after its deadline a ready frame is handed on
+
+    def release_at(self, deadline: float, ready: float) -> float:
+        """When to release a frame that became ready at `ready`, for the slot due at `deadline`."""
+        self._lateness.append(ready - deadline)
+        ordered = sorted(self._lateness)
+        index = min(len(ordered) - 1, int(self._quantile * len(ordered)))
+        self.hold = min(self._max_hold, max(0.0, ordered[index]))
+        return max(ready, deadline + self.hold)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.pacing import FramePacer, FrameSlot
+from streamer.pacing import FramePacer, FrameSlot, SteadyRelease
 
 
 @pytest.mark.parametrize("fps", [0, -1, -60.0])
@@ -51,3 +51,34 @@ def test_skips_accumulate() -> None:
     slots = [pacer.next_slot(now) for now in (100.0, 100.35, 100.4, 101.0)]
     assert [(s.index, s.skipped) for s in slots] == [(0, 0), (3, 2), (4, 0), (10, 5)]
     assert pacer.skipped_total == 7
+
+
+def test_steady_release_holds_frames_to_the_usual_lateness() -> None:
+    release = SteadyRelease(fps=60, window=10, quantile=0.9)
+    # Nine frames ready 2 ms after their slot, then one at 4 ms: the hold settles on the
+    # 90th percentile, so a quick frame waits for it and a slow one goes at once.
+    for index in range(9):
+        assert release.release_at(index, index + 0.002) == pytest.approx(index + 0.002)
+    assert release.release_at(9, 9.004) == pytest.approx(9.004)
+    assert release.hold == pytest.approx(0.004)
+    assert release.release_at(10, 10.001) == pytest.approx(10.004)
+    assert release.release_at(11, 11.006) == pytest.approx(11.006)
+
+
+def test_steady_release_hold_is_capped_at_half_an_interval() -> None:
+    release = SteadyRelease(fps=120)
+    for index in range(50):
+        release.release_at(index, index + 0.020)  # an encoder far slower than the frame rate
+    assert release.hold == pytest.approx(0.5 / 120)
+    assert release.release_at(50, 50.0) == pytest.approx(50 + 0.5 / 120)
+
+
+def test_early_frames_are_never_released_before_their_slot() -> None:
+    release = SteadyRelease(fps=60)
+    assert release.release_at(5.0, 4.9) == 5.0
+
+
+@pytest.mark.parametrize(("fps", "quantile"), [(0, 0.9), (60, 0.0), (60, 1.5)])
+def test_steady_release_refuses_nonsense(fps: float, quantile: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SteadyRelease(fps, quantile=quantile)

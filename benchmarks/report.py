@@ -1,0 +1,45 @@
+"""What every benchmark prints and writes: the machine, an aligned table, the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+Column = tuple[str, str, str]  # (row key, title, format such as "{:.1f}")
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": platform.platform()}  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[Column, ...]) -> str:
+    """Rows as left-aligned columns; a missing or NaN value shows as "-"."""
+
+    def cell(row: dict[str, Any], key: str, form: str) -> str:
+        value = row.get(key)
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return "-" if missing else form.format(value)
+
+    cells = [[title for _, title, _ in columns]] + [
+        [cell(r, k, f) for k, _, f in columns] for r in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return out
