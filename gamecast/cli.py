@@ -13,10 +13,11 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from benchmarks.encode import SIZES as BENCH_SIZES
 from gamecast.runtime import embedded_network, run_agent, serve
-from signaling.protocol import Register
+from signaling.protocol import MAX_SESSIONS, Register
 from streamer.agent import AgentConfig
-from streamer.encoder import ENCODERS
+from streamer.backends import CHOICES as ENCODER_CHOICES
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -63,6 +64,24 @@ def _max_fps(text: str) -> int:
     return _within("max_fps", "frame rate", int(text))
 
 
+def _capacity(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SESSIONS:
+        raise argparse.ArgumentTypeError(
+            f"capacity is a number of sessions, 1 to {MAX_SESSIONS}; got {text!r}"
+        )
+    return int(text)
+
+
+def _sizes(text: str) -> list[str]:
+    sizes = [size.strip().lower() for size in text.split(",") if size.strip()]
+    unknown = [size for size in sizes if size not in BENCH_SIZES]
+    if unknown or not sizes:
+        raise argparse.ArgumentTypeError(
+            f"sizes must be a comma-separated list of {', '.join(BENCH_SIZES)}; got {text!r}"
+        )
+    return sizes
+
+
 async def _forever() -> None:
     await asyncio.Event().wait()
 
@@ -78,14 +97,18 @@ async def _up(args: argparse.Namespace) -> None:
         max_width=width,
         max_height=height,
         max_fps=args.max_fps,
+        sessions=args.capacity,
     )
     async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
         config = agent.config
+        capacity = ", ".join(f"{c.width}x{c.height}@{c.fps} x{c.sessions}" for c in config.capacity)
         print(
-            f"  container {config.container_id}: reference game, {config.encoder}, {config.codec},"
-            f" up to {width}x{height}@{args.max_fps}"
+            f"  container {config.container_id}: reference game, {config.encoder}"
+            f" ({config.encoder_reason}), {config.codec}, frames on the {config.frames_on.upper()}"
         )
+        print(f"  sessions at once: {capacity}")
+        print(f"  dashboard: {server.url}/static/dashboard.html")
         print(f"  API: {server.url}/api/containers  {server.url}/api/sessions")
         await _forever()
 
@@ -109,7 +132,7 @@ async def _container(args: argparse.Namespace) -> None:
         max_height=height,
         max_fps=args.max_fps,
     )
-    async with run_agent(config):
+    async with run_agent(config, args.capacity):
         print(f"container {args.id} registered with {args.server}")
         await _forever()
 
@@ -127,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     def media(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--encoder",
-            choices=ENCODERS,
-            default="x264",
-            help="x264: gamecast's low-latency libx264; aiortc: aiortc's stock encoders",
+            choices=ENCODER_CHOICES,
+            default="auto",
+            help="auto: NVENC where a probe proves it works, else x264 (default); nvenc or x264:"
+            " gamecast's low-latency H.264; aiortc: aiortc's stock encoders, as a baseline",
         )
         sub.add_argument(
             "--codec", choices=("h264", "vp8"), default="h264", help="preferred video codec"
@@ -146,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=f"{AgentConfig.max_width}x{AgentConfig.max_height}",
             metavar="WxH",
             help="largest picture the container offers players (default: %(default)s)",
+        )
+        sub.add_argument(
+            "--capacity",
+            type=_capacity,
+            default=None,
+            metavar="N",
+            help="sessions served at once at every offered shape (default: measured at start)",
         )
         sub.add_argument(
             "--max-fps",
@@ -199,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bench-results/render.json", help="where to write the JSON"
     )
     render.set_defaults(handler=_bench)
+    encode = bench_kinds.add_parser(
+        "encode", help="per encoder backend and resolution: fps, latency, bytes, CPU"
+    )
+    encode.add_argument("--frames", type=int, default=120, help="frames per backend and size")
+    encode.add_argument(
+        "--sizes",
+        type=_sizes,
+        default="720p,1080p,4k",
+        help="comma-separated, of 720p, 1080p, 4k (default: %(default)s)",
+    )
+    encode.add_argument(
+        "--out", default="bench-results/encode.json", help="where to write the JSON"
+    )
+    encode.set_defaults(handler=_bench)
     network = bench_kinds.add_parser(
         "network", help="a session through a lossy, narrow link: fps, latency, bitrate trace"
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,7 +14,15 @@ from aiohttp import web
 
 from signaling.server import ServerConfig, create_app
 from streamer.agent import AgentConfig, ContainerAgent
-from streamer.encoder import install_encoder
+from streamer.backends import choose_encoder
+from streamer.capacity import (
+    advertised_shapes,
+    capacity_from_costs,
+    fixed_capacity,
+    measure_frame_ms,
+)
+from streamer.encoder import NVENC, X264, install_encoder
+from streamer.gpu import gpu_unavailable_reason
 from streamer.playout_delay import install_playout_delay
 
 log = logging.getLogger(__name__)
@@ -53,9 +63,51 @@ def _report_agent_exit(task: asyncio.Task[None]) -> None:
         log.error("container agent %s stopped: %r", task.get_name(), task.exception())
 
 
+async def prepare_host(config: AgentConfig, sessions: int | None = None) -> AgentConfig:
+    """Probe the host once, before registering: which encoder works, whether frames can be
+    drawn on a GPU, and how many sessions fit (`sessions`: the operator's figure instead)."""
+    choice = choose_encoder(config.encoder)
+    gpu_reason = gpu_unavailable_reason()
+    frames_on = "gpu" if gpu_reason is None and choice.backend != "aiortc" else "cpu"
+    if frames_on == "gpu":
+        log.info("frames drawn on the GPU (CuPy), NV12 BT.709")
+    else:
+        log.info("frames drawn on the CPU, I420 BT.601 (%s)", gpu_reason or "aiortc's encoders")
+    shapes = advertised_shapes(config.max_width, config.max_height, config.max_fps)
+    if sessions is not None:
+        capacity = fixed_capacity(shapes, sessions)
+        how = "set by the operator"
+    else:
+        backend = NVENC if choice.backend == "nvenc" else X264
+        costs = {
+            size: await asyncio.to_thread(measure_frame_ms, backend, *size)
+            for size in sorted({(width, height) for width, height, _ in shapes})
+        }
+        capacity = capacity_from_costs(costs, shapes, os.cpu_count() or 1)
+        measured = ", ".join(f"{w}x{h} {ms:.1f} ms" for (w, h), ms in costs.items())
+        how = f"from a self-benchmark (draw + encode per frame: {measured})"
+    log.info(
+        "capacity %s: %s", how,
+        ", ".join(f"{c.width}x{c.height}@{c.fps} x{c.sessions}" for c in capacity) or "none",
+    )  # fmt: skip
+    return dataclasses.replace(
+        config,
+        encoder=choice.backend,
+        encoder_reason=choice.reason,
+        frames_on=frames_on,
+        capacity=tuple(capacity),
+    )
+
+
 @contextlib.asynccontextmanager
-async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
-    """Run a container agent until the block exits; yields once it has registered."""
+async def run_agent(
+    config: AgentConfig, sessions: int | None = None
+) -> AsyncIterator[ContainerAgent]:
+    """Run a container agent until the block exits; yields once it has registered.
+
+    The host is probed first (`prepare_host`); `sessions` overrides its measured capacity.
+    """
+    config = await prepare_host(config, sessions)
     install_encoder(config.encoder)
     if config.playout_delay:
         install_playout_delay()
@@ -85,18 +137,19 @@ async def run_agent(config: AgentConfig) -> AsyncIterator[ContainerAgent]:
 async def embedded_network(
     host: str = "127.0.0.1",
     port: int = 0,
-    encoder: str = "x264",
+    encoder: str = "auto",
     codec: str = "h264",
     playout_delay: bool = True,
     *,
     max_width: int = AgentConfig.max_width,
     max_height: int = AgentConfig.max_height,
     max_fps: int = AgentConfig.max_fps,
+    sessions: int | None = None,
 ) -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
     """The whole network in one process: what `gamecast up` runs and what tests start.
 
     The container advertises `max_width`x`max_height`@`max_fps`; the indexer matches no larger
-    request to it.
+    request to it, and no more sessions than its capacity (`sessions`, or measured at start).
     """
     async with serve(host, port) as server:
         agent_config = AgentConfig(
@@ -109,5 +162,5 @@ async def embedded_network(
             max_height=max_height,
             max_fps=max_fps,
         )
-        async with run_agent(agent_config) as agent:
+        async with run_agent(agent_config, sessions) as agent:
             yield server, agent

@@ -1,15 +1,23 @@
-"""Container registry: liveness from heartbeats, availability, and atomic claims.
+"""Container registry: liveness from heartbeats, seats for sessions, and atomic claims.
 
 Pure: time comes in as `now`, randomness as an injected generator. The in-memory registry is
 the embedded default; every decision happens inside one synchronous call, so on one event loop
-a claim is atomic by construction (never two players on one container).
+a claim is atomic by construction.
+
+A container serves as many sessions at once as it advertised for their stream shape
+(streamer/capacity.py); each session holds a seat that costs 1/capacity of the container, so
+mixed shapes share it and the indexer never books more than it can carry. A container that
+advertised nothing (an agent that predates capacity) serves one session at a time.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+
+from signaling.protocol import HostSpecs, StreamCapacity, Telemetry
 
 
 class IndexerError(Exception):
@@ -25,6 +33,8 @@ class ClaimError(IndexerError):
 
 
 class Availability(Enum):
+    """A seat's state; a container's is its busiest seat's (standby when it has none)."""
+
     STANDBY = "standby"
     RESERVED = "reserved"
     IN_SESSION = "in_session"
@@ -36,6 +46,7 @@ _ALLOWED_MOVES = {
     (Availability.RESERVED, Availability.STANDBY),
     (Availability.IN_SESSION, Availability.STANDBY),
 }
+_FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +59,24 @@ class ContainerSpec:
     max_width: int
     max_height: int
     max_fps: int
+    host: HostSpecs | None = None  # None from a container that predates host specs
+    capacity: tuple[StreamCapacity, ...] = ()  # () from one that predates capacity
+    encoder_reason: str = ""
+    frames_on: str = "cpu"
 
-
-@dataclass(slots=True)
-class ContainerRecord:
-    spec: ContainerSpec
-    last_heartbeat: float
-    availability: Availability = Availability.STANDBY
-    session_id: str | None = None
-    sessions_served: int = field(default=0)
+    def seat_cost(self, request: StreamRequest) -> float | None:
+        """The share of this container one session of `request`'s shape takes; None when the
+        container cannot stream it. The smallest advertised shape that covers it counts."""
+        if not self.capacity:
+            return 1.0
+        covering = [
+            c for c in self.capacity
+            if c.width >= request.width and c.height >= request.height and c.fps >= request.fps
+        ]  # fmt: skip
+        if not covering:
+            return None
+        smallest = min(covering, key=lambda c: (c.width * c.height * c.fps, -c.sessions))
+        return 1.0 / smallest.sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +85,40 @@ class StreamRequest:
     width: int
     height: int
     fps: int
+
+
+@dataclass(slots=True)
+class Seat:
+    request: StreamRequest
+    cost: float
+    state: Availability = Availability.RESERVED
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    spec: ContainerSpec
+    last_heartbeat: float
+    seats: dict[str, Seat] = field(default_factory=dict)  # by session id
+    sessions_served: int = 0
+    telemetry: Telemetry | None = None  # the latest a heartbeat carried
+    telemetry_at: float | None = None
+
+    @property
+    def load(self) -> float:
+        """The share of the container its seats take, 0 to 1."""
+        return sum(seat.cost for seat in self.seats.values())
+
+    @property
+    def availability(self) -> Availability:
+        states = {seat.state for seat in self.seats.values()}
+        for busiest in (Availability.IN_SESSION, Availability.RESERVED):
+            if busiest in states:
+                return busiest
+        return Availability.STANDBY
+
+    def has_room(self, request: StreamRequest) -> bool:
+        cost = self.spec.seat_cost(request)
+        return cost is not None and self.load + cost <= _FULL
 
 
 class ContainerRegistry:
@@ -96,8 +150,13 @@ class ContainerRegistry:
     def unregister(self, container_id: str) -> ContainerRecord:
         return self._containers.pop(container_id)
 
-    def heartbeat(self, container_id: str, now: float) -> None:
-        self.get(container_id).last_heartbeat = now
+    def heartbeat(self, container_id: str, now: float, telemetry: Telemetry | None = None) -> None:
+        """The container is alive; keep its telemetry if the heartbeat carried some."""
+        record = self.get(container_id)
+        record.last_heartbeat = now
+        if telemetry is not None:
+            record.telemetry = telemetry
+            record.telemetry_at = now
 
     def expired(self, now: float) -> list[str]:
         """Containers whose heartbeats stopped for `missed_heartbeats` periods."""
@@ -106,19 +165,21 @@ class ContainerRegistry:
         ]
 
     def claim(self, request: StreamRequest, session_id: str) -> ContainerSpec:
-        """Pick a standby container that can serve `request` and reserve it for `session_id`."""
+        """Pick a container with room for `request` and give `session_id` a seat on it."""
         candidates = list(self._containers.values())
-        filters = (
-            ("standby", lambda r: r.availability is Availability.STANDBY),
+        size = f"{request.width}x{request.height}@{request.fps}"
+        filters: tuple[tuple[str, Callable[[ContainerRecord], bool]], ...] = (
             (f"hosting {request.game!r}", lambda r: request.game in r.spec.games),
             (
-                f"able to stream {request.width}x{request.height}@{request.fps}",
+                f"able to stream {size}",
                 lambda r: (
                     r.spec.max_width >= request.width
                     and r.spec.max_height >= request.height
                     and r.spec.max_fps >= request.fps
+                    and r.spec.seat_cost(request) is not None
                 ),
             ),
+            (f"free for another {size} session", lambda r: r.has_room(request)),
         )
         if not candidates:
             raise NoContainerError("no container is registered")
@@ -126,26 +187,31 @@ class ContainerRegistry:
             candidates = [r for r in candidates if keep(r)]
             if not candidates:
                 raise NoContainerError(f"no container is {label}")
-        fewest = min(r.sessions_served for r in candidates)
-        chosen = self._rng.choice([r for r in candidates if r.sessions_served == fewest])
-        self._move(chosen, Availability.RESERVED)
-        chosen.session_id = session_id
+        # Spread sessions: the least loaded first, then the least used, then at random.
+        least = min((r.load, r.sessions_served) for r in candidates)
+        chosen = self._rng.choice([r for r in candidates if (r.load, r.sessions_served) == least])
+        cost = chosen.spec.seat_cost(request)
+        assert cost is not None  # the filters kept only containers that can stream it
+        chosen.seats[session_id] = Seat(request, cost)
         chosen.sessions_served += 1
         return chosen.spec
 
-    def start(self, container_id: str) -> None:
-        self._move(self.get(container_id), Availability.IN_SESSION)
+    def start(self, container_id: str, session_id: str) -> None:
+        self._move(self.get(container_id), session_id, Availability.IN_SESSION)
 
-    def release(self, container_id: str) -> None:
-        record = self.get(container_id)
-        self._move(record, Availability.STANDBY)
-        record.session_id = None
+    def release(self, container_id: str, session_id: str) -> None:
+        self._move(self.get(container_id), session_id, Availability.STANDBY)
 
     @staticmethod
-    def _move(record: ContainerRecord, target: Availability) -> None:
-        if (record.availability, target) not in _ALLOWED_MOVES:
+    def _move(record: ContainerRecord, session_id: str, target: Availability) -> None:
+        seat = record.seats.get(session_id)
+        current = Availability.STANDBY if seat is None else seat.state
+        if seat is None or (current, target) not in _ALLOWED_MOVES:
             raise ClaimError(
-                f"container {record.spec.container_id!r} cannot go from "
-                f"{record.availability.value} to {target.value}"
+                f"session {session_id!r} on container {record.spec.container_id!r} cannot go "
+                f"from {current.value} to {target.value}"
             )
-        record.availability = target
+        if target is Availability.STANDBY:
+            del record.seats[session_id]
+        else:
+            seat.state = target

@@ -30,7 +30,7 @@ class SessionBroker:
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
-        self._by_container: dict[str, str] = {}
+        self._by_container: dict[str, set[str]] = {}  # session ids, one per seat
 
     # Containers --------------------------------------------------------------------------------
 
@@ -42,6 +42,10 @@ class SessionBroker:
             max_width=message.max_width,
             max_height=message.max_height,
             max_fps=message.max_fps,
+            host=message.host,
+            capacity=tuple(message.capacity),
+            encoder_reason=message.encoder_reason,
+            frames_on=message.frames_on,
         )
         try:
             self.registry.register(spec, now)
@@ -50,19 +54,20 @@ class SessionBroker:
         reply = p.Registered(spec.container_id, round(self.registry.heartbeat_period * 1000))
         return [Outgoing("container", spec.container_id, reply)]
 
-    def heartbeat(self, container_id: str, now: float) -> None:
+    def heartbeat(
+        self, container_id: str, now: float, telemetry: p.Telemetry | None = None
+    ) -> None:
         if container_id not in self.registry:
             raise p.ProtocolError(
                 "expired", f"container {container_id!r} missed its heartbeats; register again"
             )
-        self.registry.heartbeat(container_id, now)
+        self.registry.heartbeat(container_id, now, telemetry)
 
     def container_gone(self, container_id: str, reason: str) -> list[Outgoing]:
-        """The container disconnected or stopped heartbeating: end its session, forget it."""
+        """The container disconnected or stopped heartbeating: end its sessions, forget it."""
         out: list[Outgoing] = []
-        session_id = self._by_container.get(container_id)
-        if session_id is not None:
-            out = self._end(self.sessions[session_id], reason, notify_container=False)
+        for session_id in sorted(self._by_container.get(container_id, ())):
+            out += self._end(self.sessions[session_id], reason, notify_container=False)
         if container_id in self.registry:
             self.registry.unregister(container_id)
         return out
@@ -89,7 +94,7 @@ class SessionBroker:
         if not session.answered:
             raise p.ProtocolError("unexpected", f"session {session.session_id} has no answer yet")
         session.move(SessionStatus.PLAYING)
-        self.registry.start(container_id)
+        self.registry.start(container_id, session.session_id)
         state = p.SessionState(session.session_id, session.status.value)
         return [Outgoing("player", session.player_id, state)]
 
@@ -112,7 +117,7 @@ class SessionBroker:
         session.move(SessionStatus.MATCHED)
         self.sessions[session.session_id] = session
         self._by_player[player_id] = session.session_id
-        self._by_container[spec.container_id] = session.session_id
+        self._by_container.setdefault(spec.container_id, set()).add(session.session_id)
         return [Outgoing("player", player_id, p.Matched(session.session_id, spec.container_id))]
 
     def offer(self, player_id: str, message: p.Offer) -> list[Outgoing]:
@@ -144,7 +149,7 @@ class SessionBroker:
     def _container_session(
         self, container_id: str, session_id: str, status: SessionStatus | None
     ) -> Session:
-        if self._by_container.get(container_id) != session_id:
+        if session_id not in self._by_container.get(container_id, ()):
             raise p.ProtocolError("unexpected", f"session {session_id!r} is not this container's")
         session = self.sessions[session_id]
         if status is not None and session.status is not status:
@@ -167,9 +172,12 @@ class SessionBroker:
         out = [Outgoing("player", session.player_id, p.Ended(session.session_id, reason))]
         container_id = session.container_id
         if container_id is not None:
-            del self._by_container[container_id]
+            seats = self._by_container[container_id]
+            seats.discard(session.session_id)
+            if not seats:
+                del self._by_container[container_id]
             if container_id in self.registry:
-                self.registry.release(container_id)
+                self.registry.release(container_id, session.session_id)
             if notify_container:
                 out.append(Outgoing("container", container_id, p.End(session.session_id, reason)))
         return out

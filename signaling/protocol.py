@@ -16,6 +16,10 @@ MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with many candidates is ~10 kB
 MAX_SDP_BYTES = 48 * 1024
 MAX_TEXT = 128
 MAX_LIST = 64
+MAX_GPUS = 16
+MAX_GPU_NAME = 96  # NVML_DEVICE_NAME_V2_BUFFER_SIZE and NVML_DEVICE_UUID_V2_BUFFER_SIZE
+MAX_MIB = 1 << 24  # 16 TiB: above any one host's RAM or any GPU's memory, in MiB
+MAX_SESSIONS = 64  # concurrent sessions one container may advertise per stream shape
 
 Role = Literal["player", "container", "server"]
 
@@ -35,7 +39,12 @@ class Message:
     senders: ClassVar[tuple[Role, ...]]
 
     def to_json(self) -> str:
-        return json.dumps({"v": VERSION, "type": self.type, **asdict(self)}, separators=(",", ":"))
+        body = asdict(self)
+        for spec in fields(self):
+            # An optional record left out is absent on the wire, as a peer that predates it sent it.
+            if spec.default is None and body[spec.name] is None:
+                del body[spec.name]
+        return json.dumps({"v": VERSION, "type": self.type, **body}, separators=(",", ":"))
 
 
 # Player -> server ------------------------------------------------------------------------------
@@ -72,11 +81,97 @@ class End(Message):
     reason: str = field(default="ended by peer", metadata={"max": MAX_TEXT})
 
 
+# Records nested in container messages ---------------------------------------------------------
+#
+# Readings a GPU or its driver does not offer are None ("not supported"), never an error: NVML
+# answers NotSupported for encoder queries on GPUs without NVENC (H100, H200, A100) and under MIG.
+
+
+def _reading(low: int, high: int) -> dict[str, Any]:
+    """Field rules of a nullable integer reading within [low, high]."""
+    return {"low": low, "high": high, "null": True}
+
+
+def _real_reading(high: float) -> dict[str, Any]:
+    """Field rules of a nullable real-valued reading within [0, high]."""
+    return {"low": 0.0, "high": high, "real": True, "null": True}
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    """A GPU as its driver names it; `index` is NVML's, `uuid` is stable across reboots."""
+
+    index: int = field(metadata={"low": 0, "high": 255})
+    name: str = field(metadata={"max": MAX_GPU_NAME})
+    uuid: str = field(metadata={"max": MAX_GPU_NAME})
+    memory_total_mib: int | None = field(metadata=_reading(0, MAX_MIB))
+
+
+@dataclass(frozen=True, slots=True)
+class GpuTelemetry(GpuSpec):
+    """One GPU's readings at a heartbeat (NVML: utilization over its last sample period).
+
+    A reading left out is None, like one the GPU does not offer, so readings can be added
+    without breaking agents that do not know them yet.
+    """
+
+    memory_used_mib: int | None = field(default=None, metadata=_reading(0, MAX_MIB))
+    gpu_util_percent: int | None = field(default=None, metadata=_reading(0, 100))
+    memory_util_percent: int | None = field(default=None, metadata=_reading(0, 100))
+    temperature_c: int | None = field(default=None, metadata=_reading(0, 200))
+    power_w: float | None = field(default=None, metadata=_real_reading(10_000.0))
+    power_limit_w: float | None = field(default=None, metadata=_real_reading(10_000.0))
+    graphics_clock_mhz: int | None = field(default=None, metadata=_reading(0, 20_000))
+    sm_clock_mhz: int | None = field(default=None, metadata=_reading(0, 20_000))
+    memory_clock_mhz: int | None = field(default=None, metadata=_reading(0, 50_000))
+    encoder_util_percent: int | None = field(default=None, metadata=_reading(0, 100))
+    encoder_sessions: int | None = field(default=None, metadata=_reading(0, 4096))
+    encoder_fps: int | None = field(default=None, metadata=_reading(0, 100_000))
+    encoder_latency_us: int | None = field(default=None, metadata=_reading(0, 60_000_000))
+    # nvmlDeviceGetEncoderCapacity: the share (%) of NVENC still free for another stream.
+    encoder_capacity_h264: int | None = field(default=None, metadata=_reading(0, 100))
+    encoder_capacity_hevc: int | None = field(default=None, metadata=_reading(0, 100))
+    encoder_capacity_av1: int | None = field(default=None, metadata=_reading(0, 100))
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpecs:
+    """What a container's host is made of, announced at registration; `gpus` is empty
+    without an NVIDIA driver (a CPU-only container)."""
+
+    cpu_model: str = field(metadata={"max": MAX_TEXT})
+    cpu_cores: int = field(metadata={"low": 1, "high": 4096})  # logical CPUs
+    ram_mib: int = field(metadata={"low": 1, "high": MAX_MIB})
+    gpus: list[GpuSpec] = field(metadata={"record": GpuSpec, "items": MAX_GPUS})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCapacity:
+    """How many sessions of one stream shape a container serves at once (streamer/capacity.py)."""
+
+    width: int = field(metadata={"low": 320, "high": 7680})
+    height: int = field(metadata={"low": 180, "high": 4320})
+    fps: int = field(metadata={"low": 1, "high": 240})
+    sessions: int = field(metadata={"low": 1, "high": MAX_SESSIONS})
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """The host's load and every GPU's readings, sent with each heartbeat."""
+
+    cpu_percent: float = field(metadata={"low": 0.0, "high": 100.0, "real": True})
+    ram_used_mib: int = field(metadata={"low": 0, "high": MAX_MIB})
+    gpus: list[GpuTelemetry] = field(metadata={"record": GpuTelemetry, "items": MAX_GPUS})
+
+
 # Container -> server ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Register(Message):
+    """A container offers itself: what it hosts, how large a stream it can send, and (since
+    telemetry; optional for older agents) the host it runs on."""
+
     type = "register"
     senders = ("container",)
     container: str = field(metadata={"max": 64})
@@ -85,12 +180,23 @@ class Register(Message):
     max_width: int = field(metadata={"low": 320, "high": 7680})
     max_height: int = field(metadata={"low": 180, "high": 4320})
     max_fps: int = field(metadata={"low": 1, "high": 240})
+    host: HostSpecs | None = field(default=None, metadata={"record": HostSpecs, "null": True})
+    # Why this encoder (streamer/backends.py), where frames are drawn, and how many sessions
+    # fit; an agent that predates them serves one session at a time.
+    encoder_reason: str = field(default="", metadata={"max": 2 * MAX_TEXT})
+    frames_on: str = field(default="cpu", metadata={"max": 3, "choices": ("cpu", "gpu")})
+    capacity: list[StreamCapacity] = field(
+        default_factory=list, metadata={"record": StreamCapacity, "items": MAX_LIST}
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
+    """The container is alive; since telemetry was added, also how loaded it is."""
+
     type = "heartbeat"
     senders = ("container",)
+    telemetry: Telemetry | None = field(default=None, metadata={"record": Telemetry, "null": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,40 +329,64 @@ def parse_message(raw: str | bytes, role: Role) -> Message:
 
 
 def _build(cls: type[Message], data: dict[str, Any]) -> Message:
+    return cls(**_values(cls, data, cls.type, {"v", "type"}))
+
+
+def _values(cls: type[Any], data: dict[str, Any], where: str, envelope: set[str]) -> dict[str, Any]:
+    """The checked constructor arguments of the dataclass `cls` from the JSON object `data`."""
     specs = {f.name: f for f in fields(cls)}
-    unknown = set(data) - {"v", "type", *specs}
+    unknown = set(data) - envelope - set(specs)
     if unknown:
-        raise ProtocolError("bad_field", f"{cls.type} has unknown fields {sorted(unknown)}")
+        raise ProtocolError("bad_field", f"{where} has unknown fields {sorted(unknown)}")
     values: dict[str, Any] = {}
     for name, spec in specs.items():
         if name not in data:
-            if spec.default is MISSING:
-                raise ProtocolError("bad_field", f"{cls.type} needs field {name!r}")
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise ProtocolError("bad_field", f"{where} needs field {name!r}")
             continue
-        values[name] = _check(cls.type, name, data[name], spec.metadata)
-    return cls(**values)
+        values[name] = _check(f"{where}.{name}", data[name], spec.metadata)
+    return values
 
 
-def _check(kind: str, name: str, value: Any, rules: Any) -> Any:
+def _check(where: str, value: Any, rules: Any) -> Any:
+    if value is None and rules.get("null"):
+        return None
+    if "items" in rules:
+        noun = "objects" if "record" in rules else "strings"
+        if not isinstance(value, list) or len(value) > rules["items"]:
+            raise ProtocolError(
+                "bad_field", f"{where} must be a list of at most {rules['items']} {noun}"
+            )
+        item_rules = {k: v for k, v in rules.items() if k != "items"}
+        if "record" in rules:  # say which one: the values of strings name themselves
+            return [_check(f"{where}[{i}]", item, item_rules) for i, item in enumerate(value)]
+        return [_check(where, item, item_rules) for item in value]
+    if "record" in rules:
+        if not isinstance(value, dict):
+            raise ProtocolError("bad_field", f"{where} must be an object")
+        return rules["record"](**_values(rules["record"], value, where, set()))
+    if rules.get("real"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError("bad_field", f"{where} must be a number")
+        value = float(value)
+    elif "low" in rules and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ProtocolError("bad_field", f"{where} must be an integer")
     if "low" in rules:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError("bad_field", f"{kind}.{name} must be an integer")
+        # NaN fails both comparisons, so it is refused here too (json.loads accepts NaN).
         if not rules["low"] <= value <= rules["high"]:
             raise ProtocolError(
-                "bad_field", f"{kind}.{name}={value} is outside [{rules['low']}, {rules['high']}]"
+                "bad_field", f"{where}={value} is outside [{rules['low']}, {rules['high']}]"
             )
         if rules.get("even") and value % 2:
             # 4:2:0 video halves each dimension for chroma: x264 and libvpx refuse odd sizes.
-            raise ProtocolError("bad_field", f"{kind}.{name}={value} must be even")
+            raise ProtocolError("bad_field", f"{where}={value} must be even")
         return value
-    if "items" in rules:
-        if not isinstance(value, list) or len(value) > rules["items"]:
-            raise ProtocolError(
-                "bad_field", f"{kind}.{name} must be a list of at most {rules['items']} strings"
-            )
-        return [_check(kind, name, item, {"max": rules["max"]}) for item in value]
     if not isinstance(value, str):
-        raise ProtocolError("bad_field", f"{kind}.{name} must be a string")
+        raise ProtocolError("bad_field", f"{where} must be a string")
     if len(value) > rules["max"]:
-        raise ProtocolError("bad_field", f"{kind}.{name} is longer than {rules['max']} characters")
+        raise ProtocolError("bad_field", f"{where} is longer than {rules['max']} characters")
+    if "choices" in rules and value not in rules["choices"]:
+        raise ProtocolError(
+            "bad_field", f"{where}={value!r} is not one of {list(rules['choices'])}"
+        )
     return value

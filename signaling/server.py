@@ -14,13 +14,15 @@ import random
 import time
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from indexer.registry import ContainerRegistry
+from indexer.registry import ContainerRecord, ContainerRegistry
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.rate_limit import TokenBucket
@@ -184,7 +186,7 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
                     app[PEERS][("container", container_id)] = ws
                     log.info("container %s registered (%s)", container_id, ", ".join(message.games))
                 elif isinstance(message, p.Heartbeat):
-                    broker.heartbeat(container_id, time.monotonic())
+                    broker.heartbeat(container_id, time.monotonic(), message.telemetry)
                     continue
                 elif isinstance(message, p.Answer):
                     out = broker.answer(container_id, message)
@@ -211,21 +213,53 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def list_containers(request: web.Request) -> web.Response:
     now = time.monotonic()
-    rows = [
-        {
-            "container": r.spec.container_id,
-            "games": sorted(r.spec.games),
-            "encoders": list(r.spec.encoders),
-            "max_width": r.spec.max_width,
-            "max_height": r.spec.max_height,
-            "max_fps": r.spec.max_fps,
-            "availability": r.availability.value,
-            "session": r.session_id,
-            "heartbeat_age_s": round(now - r.last_heartbeat, 3),
-        }
-        for r in request.app[BROKER].registry.records()
-    ]
+    rows = [_container_row(r, now) for r in request.app[BROKER].registry.records()]
     return web.json_response({"containers": rows})
+
+
+def _container_row(record: ContainerRecord, now: float) -> dict[str, Any]:
+    """One container for the API and the dashboard.
+
+    `host` is what it announced at registration (null from an agent that predates host specs);
+    `gpu` sums it up ("2x NVIDIA L4"), "cpu-only" without an NVIDIA driver, null when unknown.
+    `gpus` holds each GPU's latest readings, or only its name and memory before the first
+    heartbeat with telemetry; `host_load` is the host's latest CPU and RAM use; `load` is the
+    share of the container its sessions' seats take (indexer/registry.py).
+    """
+    spec = record.spec
+    host = None if spec.host is None else asdict(spec.host)
+    gpus = host.pop("gpus") if host is not None else []
+    gpu = None
+    if spec.host is not None:
+        models = Counter(g.name for g in spec.host.gpus)
+        gpu = ", ".join(n if k == 1 else f"{k}x {n}" for n, k in models.items()) or "cpu-only"
+    host_load = None
+    if record.telemetry is not None and record.telemetry_at is not None:
+        gpus = [asdict(g) for g in record.telemetry.gpus]
+        host_load = {
+            "cpu_percent": record.telemetry.cpu_percent,
+            "ram_used_mib": record.telemetry.ram_used_mib,
+            "age_s": round(now - record.telemetry_at, 3),
+        }
+    return {
+        "container": spec.container_id,
+        "games": sorted(spec.games),
+        "encoders": list(spec.encoders),
+        "max_width": spec.max_width,
+        "max_height": spec.max_height,
+        "max_fps": spec.max_fps,
+        "availability": record.availability.value,
+        "sessions": sorted(record.seats),
+        "load": round(record.load, 3),
+        "capacity": [asdict(c) for c in spec.capacity],
+        "encoder_reason": spec.encoder_reason,
+        "frames_on": spec.frames_on,
+        "heartbeat_age_s": round(now - record.last_heartbeat, 3),
+        "host": host,
+        "gpu": gpu,
+        "gpus": gpus,
+        "host_load": host_load,
+    }
 
 
 async def list_sessions(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """The container agent: one outbound WebSocket to signaling (works behind NAT), sessions on demand.
 
-It registers its specs, heartbeats at the period the server asks for, answers relayed offers
-with a StreamSession, and reports when media flows and when a session ends. If the connection
-drops it reconnects with backoff and registers again.
+It registers its specs (host CPU, RAM and GPUs among them), heartbeats with its telemetry at
+the period the server asks for, answers relayed offers with a StreamSession, and reports when
+media flows and when a session ends. If the connection drops it reconnects with backoff and
+registers again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 
 from signaling import protocol as p
 from streamer.session import StreamOptions, StreamSession
+from streamer.telemetry import TelemetryReader
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,10 @@ class AgentConfig:
     server_url: str  # ws://host:port/ws/container
     container_id: str
     games: tuple[str, ...] = ("reference",)
-    encoder: str = "x264"
+    encoder: str = "auto"  # resolved to nvenc, x264 or aiortc by streamer.backends at start
+    encoder_reason: str = ""  # why that encoder, as the probe found it
+    frames_on: str = "cpu"  # "gpu": the game is drawn with CuPy (streamer/gpu.py)
+    capacity: tuple[p.StreamCapacity, ...] = ()  # sessions per shape (streamer/capacity.py)
     codec: str = "h264"
     max_width: int = 1920
     max_height: int = 1080
@@ -39,31 +44,37 @@ class ContainerAgent:
         self.config = config
         self.sessions: dict[str, StreamSession] = {}
         self.registered = asyncio.Event()
+        self._closing: set[asyncio.Future[None]] = set()  # sessions whose peers are closing
+        self.telemetry = TelemetryReader()
 
     async def run(self) -> None:
-        """Stay connected until cancelled."""
+        """Stay connected until cancelled; NVML is shut down when it ends."""
         attempt = 0
-        async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.ws_connect(
-                        self.config.server_url, max_msg_size=4 * p.MAX_MESSAGE_BYTES
-                    ) as ws:
-                        attempt = 0
-                        await self._serve(ws)
-                except* (aiohttp.ClientError, OSError) as group:
-                    # Sends can fail in the heartbeat task too, hence a group, not one error.
-                    log.warning(
-                        "container %s: signaling unreachable (%s)",
-                        self.config.container_id,
-                        "; ".join(str(e) for e in group.exceptions),
-                    )
-                finally:
-                    self.registered.clear()
-                    await self._close_sessions("signaling connection lost")
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                attempt += 1
-                await asyncio.sleep(delay)
+        with self.telemetry:
+            async with aiohttp.ClientSession() as http:
+                while True:
+                    try:
+                        async with http.ws_connect(
+                            self.config.server_url, max_msg_size=4 * p.MAX_MESSAGE_BYTES
+                        ) as ws:
+                            attempt = 0
+                            await self._serve(ws)
+                    except* (aiohttp.ClientError, OSError) as group:
+                        # Sends can fail in the heartbeat task too, hence a group, not one error.
+                        log.warning(
+                            "container %s: signaling unreachable (%s)",
+                            self.config.container_id,
+                            "; ".join(str(e) for e in group.exceptions),
+                        )
+                    finally:
+                        self.registered.clear()
+                        await self._close_sessions("signaling connection lost")
+                        # Closes begun before a cancel (the agent stopping) still finish, or
+                        # their peers' sockets would outlive the agent.
+                        await asyncio.gather(*self._closing, return_exceptions=True)
+                    delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                    attempt += 1
+                    await asyncio.sleep(delay)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         cfg = self.config
@@ -74,6 +85,10 @@ class ContainerAgent:
             cfg.max_width,
             cfg.max_height,
             cfg.max_fps,
+            host=await asyncio.to_thread(self.telemetry.host_specs),  # NVML calls block
+            encoder_reason=cfg.encoder_reason,
+            frames_on=cfg.frames_on,
+            capacity=list(cfg.capacity),
         )
         await ws.send_str(register.to_json())
         async with asyncio.TaskGroup() as tasks:
@@ -113,9 +128,15 @@ class ContainerAgent:
                 heartbeat.cancel()
 
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
+        """Beat every `interval` from a monotonic schedule, so reading telemetry (in a worker
+        thread: NVML calls block) never stretches the period the server counts on."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while not ws.closed:
-            await ws.send_str(p.Heartbeat().to_json())
-            await asyncio.sleep(interval)
+            telemetry = await asyncio.to_thread(self.telemetry.telemetry)
+            await ws.send_str(p.Heartbeat(telemetry).to_json())
+            due += interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
 
     async def _start_session(
         self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
@@ -123,7 +144,12 @@ class ContainerAgent:
         session_id = offer.session
         cfg = self.config
         options = StreamOptions(
-            offer.width, offer.height, offer.fps, codec=cfg.codec, encoder=cfg.encoder
+            offer.width,
+            offer.height,
+            offer.fps,
+            codec=cfg.codec,
+            encoder=cfg.encoder,
+            gpu=cfg.frames_on == "gpu",
         )
 
         async def playing() -> None:
@@ -132,7 +158,7 @@ class ContainerAgent:
         async def ended(reason: str) -> None:
             ending = self.sessions.pop(session_id, None)
             if ending is not None:
-                await ending.close(reason)  # a peer that failed before DTLS never closes itself
+                await self._close(ending, reason)  # one that failed before DTLS never closes itself
                 await ws.send_str(p.End(session_id, reason).to_json())
 
         session = StreamSession(session_id, options, playing, ended)
@@ -145,8 +171,8 @@ class ContainerAgent:
             log.warning(
                 "container %s: unusable offer for %s: %r", self.config.container_id, session_id, exc
             )
-            await session.close(str(exc))
             self.sessions.pop(session_id, None)
+            await self._close(session, str(exc))
             await ws.send_str(p.End(session_id, f"cannot use the offer: {exc}").to_json())
             return
         await ws.send_str(p.Answer(session_id, answer).to_json())
@@ -154,7 +180,14 @@ class ContainerAgent:
     async def _end_session(self, session_id: str, reason: str) -> None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
-            await session.close(reason)
+            await self._close(session, reason)
+
+    async def _close(self, session: StreamSession, reason: str) -> None:
+        """Close a session's peer in a task of its own, which a cancelled agent still awaits."""
+        closing = asyncio.ensure_future(session.close(reason))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
 
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import fractions
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiortc.rtcrtpsender as _sender_module
 import av
@@ -30,21 +31,78 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from av.video.codeccontext import VideoCodecContext
 
 log = logging.getLogger(__name__)
 
-ENCODERS = ("x264", "aiortc")  # x264: ours; aiortc: the library's stock encoders (a baseline)
+# x264 and nvenc: ours (streamer/backends.py picks); aiortc: the library's stock encoders.
+ENCODERS = ("nvenc", "x264", "aiortc")
 BITS_PER_PIXEL = 0.1  # enough for crisp 720p60 game content at ~5.5 Mb/s
 MIN_BITRATE = 1_000_000
 MAX_BITRATE = 25_000_000
 _RECONFIGURE_FRACTION = 0.1
 # No periodic IDR (keyframes only on PLI/FIR), no B-frames; SPS/PPS with every IDR so a
 # receiver that joins or recovers can decode at once.
-# The colour description tells decoders the stream is BT.601 limited range (streamer/colour.py).
-X264_PARAMS = (
-    "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:repeat-headers=1"
-    ":colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv"
-)
+X264_PARAMS = "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:repeat-headers=1"
+INFINITE_GOP = 2**31 - 1  # NVENC: no periodic IDR either
+
+
+@dataclass(frozen=True, slots=True)
+class ColourDescription:
+    """What the stream's VUI tells decoders about its pixels (FFmpeg's enum values)."""
+
+    primaries: int
+    transfer: int
+    matrix: int
+    limited_range: bool = True
+
+
+BT601 = ColourDescription(primaries=6, transfer=6, matrix=6)  # the CPU game (streamer/colour.py)
+BT709 = ColourDescription(primaries=1, transfer=1, matrix=1)  # the GPU path's NV12
+
+
+@dataclass(frozen=True, slots=True)
+class H264Backend:
+    """One H.264 implementation and how it is opened for real-time play."""
+
+    name: str  # what the container reports: "x264" or "nvenc"
+    codec: str  # FFmpeg's encoder
+    options: Callable[[int], dict[str, str]]  # bitrate ceiling -> FFmpeg options
+
+
+def _x264_options(ceiling: int) -> dict[str, str]:
+    return {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",  # x264's baseline is Constrained Baseline: what aiortc offers
+        "forced-idr": "1",
+        "maxrate": str(ceiling),
+        "bufsize": str(ceiling // 10),  # 100 ms of VBV: bounds frame size, hence latency
+        "x264-params": X264_PARAMS,
+    }
+
+
+def _nvenc_options(ceiling: int) -> dict[str, str]:
+    # shared/FIELD-NOTES.md: FFmpeg's NVENC buffers frames (delay), turns B-frames on and
+    # forces non-IDR keyframes unless told otherwise.
+    return {
+        "preset": "p1",
+        "tune": "ull",
+        "profile": "baseline",
+        "zerolatency": "1",
+        "delay": "0",
+        "forced-idr": "1",
+        "rc": "cbr",
+        "rc-lookahead": "0",
+        "g": str(INFINITE_GOP),
+        "maxrate": str(ceiling),
+        "bufsize": str(ceiling // 10),
+    }
+
+
+X264 = H264Backend("x264", "libx264", _x264_options)
+NVENC = H264Backend("nvenc", "h264_nvenc", _nvenc_options)
+H264_BACKENDS = {backend.name: backend for backend in (X264, NVENC)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +124,17 @@ def bitrate_for(width: int, height: int, fps: float) -> int:
 
 
 class LowLatencyH264Encoder(Encoder):
-    """libx264 for real-time play; configures itself from the first frame's size and rate.
+    """H.264 for real-time play (x264 or NVENC); opens itself from the first frame.
 
     Frames must carry time_base = 1/fps (the streamer's track does); the codec uses that same
-    time base so x264's rate control sees the real frame rate.
+    time base so rate control sees the real frame rate. The pixel format is the frame's own:
+    yuv420p or nv12 from host memory, or cuda (NV12 in GPU memory, NVENC only), so no frame is
+    converted or copied on its way in.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backend: H264Backend = X264, colour: ColourDescription = BT601) -> None:
+        self.backend = backend
+        self.colour = colour
         self._codec: Any = None
         self._lock = threading.Lock()
         self._requested_bitrate: int | None = None
@@ -97,7 +159,12 @@ class LowLatencyH264Encoder(Encoder):
         frame.pict_type = (
             av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         )
-        packets = codec.encode(frame)
+        packets = codec.encode(frame)  # opens the codec on the first frame
+        if self.frames_encoded == 0:
+            log.info(
+                "%s encoder: %dx%d@%s from %s, up to %.1f Mb/s", self.backend.name,
+                codec.width, codec.height, codec.framerate, codec.pix_fmt, self._ceiling / 1e6,
+            )  # fmt: skip
         bitstream = b"".join(bytes(packet) for packet in packets)
         self.frames_encoded += 1
         return EncodedFrame(
@@ -124,22 +191,18 @@ class LowLatencyH264Encoder(Encoder):
             return codec
         fps = fractions.Fraction(1, 1) / frame.time_base
         ceiling = bitrate_for(frame.width, frame.height, float(fps))
-        codec = av.CodecContext.create("libx264", "w")
+        backend, colour = self.backend, self.colour
+        codec = cast(VideoCodecContext, av.CodecContext.create(backend.codec, "w"))
         codec.width, codec.height = frame.width, frame.height
-        codec.pix_fmt = "yuv420p"
+        codec.pix_fmt = frame.format.name
         codec.time_base = frame.time_base
         codec.framerate = fps
         codec.bit_rate = ceiling
-        codec.profile = "Baseline"  # x264's Baseline is Constrained Baseline: what aiortc offers
-        codec.options = {
-            "preset": "ultrafast",
-            "tune": "zerolatency",
-            "forced-idr": "1",
-            "maxrate": str(ceiling),
-            "bufsize": str(ceiling // 10),  # 100 ms of VBV: bounds frame size, hence latency
-            "x264-params": X264_PARAMS,
-        }
-        log.info("x264 encoder: %dx%d@%s, %.1f Mb/s", frame.width, frame.height, fps, ceiling / 1e6)
+        codec.max_b_frames = 0
+        codec.color_primaries, codec.color_trc = colour.primaries, colour.transfer
+        codec.colorspace = colour.matrix
+        codec.color_range = 1 if colour.limited_range else 2  # AVCOL_RANGE_MPEG / _JPEG
+        codec.options = backend.options(ceiling)
         self._codec, self._ceiling = codec, ceiling
         return codec
 
@@ -217,6 +280,6 @@ def install_encoder(name: str) -> None:
             "aiortc.rtcrtpsender.get_encoder is gone in this aiortc version: "
             "streamer/encoder.py must be ported before gamecast can pick its encoder"
         )
-    hook = _gamecast_get_encoder if name == "x264" else stock_get_encoder
+    hook = stock_get_encoder if name == "aiortc" else _gamecast_get_encoder
     _sender_module.get_encoder = hook  # type: ignore[attr-defined]
     log.info("video encoder: %s", name)

@@ -8,12 +8,17 @@ Controls: WASD/arrows or the left gamepad stick move the player square; Space or
 button A flashes it; the pointer (absolute or pointer-locked) moves the crosshair, and mouse
 buttons fill it (main: red, secondary: green, auxiliary: blue); gamepad buttons light a row of
 lamps along the bottom edge.
+
+The RGB picture can also be drawn with CuPy, in GPU memory (`render_with`): the state stays
+on the host and the drawing is only copies and flat fills, so the two pictures are the same
+bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +77,7 @@ class ReferenceGame:
         self._obstacle_size = rng.integers(24, 80, size=(OBSTACLES, 2))
         self._obstacle_colour = rng.integers(60, 256, size=(OBSTACLES, 3)).astype(np.uint8)
         self._flash = 0
-        self._rgb: _RgbCanvas | None = None
+        self._rgb: dict[str, _RgbCanvas] = {}  # by array module: numpy, cupy
         self._i420: _I420Canvas | None = None
 
     @property
@@ -131,10 +136,20 @@ class ReferenceGame:
 
         This is the picture as the game means it: what verifiers and tests compare against.
         """
-        if self._rgb is None:
-            self._rgb = _RgbCanvas(self._background)
-        self._draw(self._rgb)
-        return self._rgb.frame
+        frame: RGBFrame = self.render_with(np)
+        return frame
+
+    def render_with(self, xp: ModuleType) -> Any:
+        """`render`, drawn with the array module `xp`: numpy, or cupy to keep it in GPU memory.
+
+        The same picture whatever `xp` is. Returns the game's own `xp` array, valid until the
+        next call with that module.
+        """
+        canvas = self._rgb.get(xp.__name__)
+        if canvas is None:
+            canvas = self._rgb[xp.__name__] = _RgbCanvas(self._background, xp)
+        self._draw(canvas)
+        return canvas.frame
 
     def render_i420(self) -> I420Frame:
         """Draw the current state straight into I420, the encoder's input, with no conversion.
@@ -190,9 +205,14 @@ class _Canvas(Protocol):
 
 
 class _RgbCanvas:
-    def __init__(self, background: RGBFrame) -> None:
-        self._background = background
-        self.frame: RGBFrame = np.empty_like(background)
+    """Draws RGB with any array module that indexes like numpy (numpy itself, CuPy)."""
+
+    def __init__(self, background: RGBFrame, xp: ModuleType) -> None:
+        self._xp = xp
+        self._background = xp.asarray(background)
+        self.frame = xp.empty_like(self._background)
+        # CuPy fills only from scalars or device arrays: each colour is uploaded once.
+        self._colours: dict[RGB, Any] = {}
 
     def scroll(self, offset: int) -> None:
         width = self.frame.shape[1]
@@ -200,7 +220,10 @@ class _RgbCanvas:
         self.frame[:, width - offset :] = self._background[:, :offset]
 
     def fill(self, y0: int, y1: int, x0: int, x1: int, colour: RGB) -> None:
-        self.frame[y0:y1, x0:x1] = colour
+        value = self._colours.get(colour)
+        if value is None:
+            value = self._colours[colour] = self._xp.asarray(colour, dtype=self._xp.uint8)
+        self.frame[y0:y1, x0:x1] = value
 
 
 class _I420Canvas:

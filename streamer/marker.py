@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -105,10 +106,14 @@ def _sample_windows(width: int) -> tuple[tuple[tuple[int, int], ...], npt.NDArra
     return rows, columns
 
 
-def paint_marker(rgb: npt.NDArray[np.uint8], marker: FrameMarker) -> None:
-    """Paint `marker` in place into an H x W x C uint8 picture (RGB or RGBA)."""
+def paint_marker(rgb: npt.NDArray[np.uint8], marker: FrameMarker, xp: ModuleType = np) -> None:
+    """Paint `marker` in place into an H x W x C uint8 picture (RGB or RGBA).
+
+    `rgb` is an array of the module `xp`: numpy, or cupy for a picture in GPU memory (the
+    cell values are computed on the host and uploaded, two rows of W bytes).
+    """
     for rows, pixel_row in _marker_rows(rgb, marker, on=255, off=0):
-        rgb[rows, :, :3] = pixel_row[:, None]
+        rgb[rows, :, :3] = xp.asarray(pixel_row)[:, None]
 
 
 def paint_marker_i420(frame: npt.NDArray[np.uint8], marker: FrameMarker) -> None:

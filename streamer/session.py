@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from signaling.rate_limit import TokenBucket
+from streamer.encoder import H264_BACKENDS
 from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
 from streamer.rtcp_feedback import observe_feedback
 from streamer.sdp import negotiated_video_codec, without_mdns_candidates
@@ -40,8 +41,9 @@ class StreamOptions:
     height: int
     fps: int
     codec: str = "h264"
-    encoder: str = "x264"  # one of streamer.encoder.ENCODERS
+    encoder: str = "x264"  # one of streamer.encoder.ENCODERS, as streamer.backends chose it
     seed: int = 0
+    gpu: bool = False  # draw frames with CuPy when gamecast's H.264 encoder runs
 
 
 class StreamSession:
@@ -56,7 +58,9 @@ class StreamSession:
     ) -> None:
         self.session_id = session_id
         self.options = options
-        self.track = GameVideoTrack(options.width, options.height, options.fps, options.seed)
+        self.track = GameVideoTrack(
+            options.width, options.height, options.fps, options.seed, gpu=options.gpu
+        )
         self.input = InputCounters()
         self._pc = RTCPeerConnection()
         self._on_playing = on_playing
@@ -92,9 +96,10 @@ class StreamSession:
             raise ValueError("the offer has no video section to stream into")
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         answer: str = self._pc.localDescription.sdp
-        encode = negotiated_video_codec(answer) == "video/H264" and self.options.encoder == "x264"
-        pipeline = self.track.start(encode)
-        if encode:
+        h264 = negotiated_video_codec(answer) == "video/H264"
+        backend = H264_BACKENDS.get(self.options.encoder) if h264 else None
+        pipeline = self.track.start(backend)
+        if backend is not None:
             observe_feedback(transceiver.sender, pipeline)
         return answer
 

@@ -1,11 +1,15 @@
 """The reference game as an aiortc video track, fed by the sender pipeline's threads.
 
-The track renders the game straight into I420 with the marker painted in (no colour
-conversion per frame) inside the pipeline's render thread (streamer/pipeline.py). Input
-events arrive from the event loop into a thread-safe queue that the render thread drains
-before each frame, so the marker's input sequence is exactly what the pictured frame had
-applied. Which encoder runs is decided once the codec is negotiated (`start`): gamecast's own
-H.264 encoder in the pipeline, or none, leaving aiortc to encode (VP8, or the stock baseline).
+The track draws each frame in the pipeline's render thread (streamer/pipeline.py), in the
+pixel format its encoder takes as it is, with the marker painted in:
+- on the CPU, straight into I420 (BT.601; no colour conversion per frame);
+- on a GPU (CuPy, streamer/gpu.py), as NV12 (BT.709) in GPU memory: handed to NVENC there
+  without a host copy, or copied to the host once for x264 where the GPU has no NVENC.
+Input events arrive from the event loop into a thread-safe queue that the render thread
+drains before each frame, so the marker's input sequence is exactly what the pictured frame
+had applied. Which encoder runs is decided once the codec is negotiated (`start`): gamecast's
+own H.264 encoder in the pipeline, or none, leaving aiortc to encode (VP8, or the stock
+baseline) from CPU frames.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from streamer.encoder import MIN_BITRATE, LowLatencyH264Encoder, bitrate_for
+from streamer.colour import nv12_planes
+from streamer.encoder import (
+    BT601,
+    BT709,
+    MIN_BITRATE,
+    NVENC,
+    H264Backend,
+    LowLatencyH264Encoder,
+    bitrate_for,
+)
 from streamer.feedback import BitrateController
 from streamer.game import ReferenceGame
 from streamer.input_events import InputEvent
@@ -32,10 +45,15 @@ MAX_PENDING_INPUT = 1024  # a burst beyond this is dropped oldest-first; rate li
 class GameVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, width: int, height: int, fps: int, seed: int = 0) -> None:
+    def __init__(self, width: int, height: int, fps: int, seed: int = 0, gpu: bool = False) -> None:
+        """`gpu`: draw on the GPU when gamecast's H.264 encoder runs (streamer/gpu.py)."""
         super().__init__()
         self.fps = fps
         self.game = ReferenceGame(width, height, seed)
+        self.on_gpu = False  # decided in `start`
+        self._gpu = gpu
+        self._gpu_source: Any = None
+        self._cuda_frames = False
         self.frames_produced = 0
         self.pipeline: SenderPipeline | None = None
         self._time_base = fractions.Fraction(1, fps)
@@ -44,17 +62,23 @@ class GameVideoTrack(MediaStreamTrack):
     def push_input(self, event: InputEvent) -> None:
         self._pending.append(event)
 
-    def start(self, encode: bool) -> SenderPipeline:
-        """Build the pipeline: with gamecast's H.264 encoder, or handing aiortc raw frames.
+    def start(self, backend: H264Backend | None) -> SenderPipeline:
+        """Build the pipeline: with gamecast's H.264 encoder, or (None) handing aiortc raw frames.
 
         Its threads start with the first `recv`, i.e. once the peer connection is up.
         """
         if self.pipeline is not None:
             raise RuntimeError("the track's pipeline is already built")
         encoder, bitrate = None, None
-        if encode:
+        if backend is not None:
             game = self.game
-            encoder = LowLatencyH264Encoder()
+            self.on_gpu = self._gpu
+            if self.on_gpu:
+                from streamer.gpu import GpuFrameSource  # noqa: PLC0415  (CuPy: GPU hosts only)
+
+                self._gpu_source = GpuFrameSource(game)
+                self._cuda_frames = backend is NVENC
+            encoder = LowLatencyH264Encoder(backend, BT709 if self.on_gpu else BT601)
             bitrate = BitrateController(MIN_BITRATE, bitrate_for(game.width, game.height, self.fps))
         self.pipeline = SenderPipeline(self._produce, self.fps, encoder, bitrate)
         return self.pipeline
@@ -71,16 +95,29 @@ class GameVideoTrack(MediaStreamTrack):
         while self._pending:
             game.apply(self._pending.popleft())
         game.advance()
-        picture = game.render_i420()
-        marker = FrameMarker.at(
-            self.frames_produced, time.time_ns() // 1_000_000, game.input_sequence
-        )
-        paint_marker_i420(picture, marker)
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        if self._gpu_source is not None:
+            frame = self._gpu_frame(self._marker())  # drawn, marked, converted in one go
+        else:
+            picture = game.render_i420()
+            paint_marker_i420(picture, self._marker())  # pixels final: the capture time
+            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
         frame.pts = slot
         frame.time_base = self._time_base
         self.frames_produced += 1
         return frame
+
+    def _marker(self) -> FrameMarker:
+        """This frame's marker; its capture time is now (shared/MARKER.md: pixels final)."""
+        now_ms = time.time_ns() // 1_000_000
+        return FrameMarker.at(self.frames_produced, now_ms, self.game.input_sequence)
+
+    def _gpu_frame(self, marker: FrameMarker) -> av.VideoFrame:
+        from streamer.gpu import nv12_to_host  # noqa: PLC0415
+
+        nv12 = self._gpu_source.render_nv12(marker)
+        if self._cuda_frames:  # NVENC reads GPU memory itself
+            return av.VideoFrame.from_dlpack(nv12_planes(nv12), format="nv12")
+        return av.VideoFrame.from_ndarray(nv12_to_host(nv12), format="nv12")
 
     def stop(self) -> None:
         super().stop()

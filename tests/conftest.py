@@ -16,8 +16,11 @@ from verifier.browser import launch_chromium
 
 @pytest.fixture
 async def network() -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
-    """Signaling + indexer on 127.0.0.1:<ephemeral>, one container agent connected over WS."""
-    async with embedded_network() as running:
+    """Signaling + indexer on 127.0.0.1:<ephemeral>, one container agent connected over WS.
+
+    The container serves one session at a time (its measured capacity is tested on its own).
+    """
+    async with embedded_network(sessions=1) as running:
         yield running
 
 
@@ -58,3 +61,21 @@ def unexplained_gaps(bot: BotPlayer, agent: ContainerAgent) -> int:
     stats = session.track.pipeline.stats
     dropped = stats.dropped_before_encode + stats.dropped_before_send
     return max(0, bot.log.sequence_gaps() - bot.log.unreadable - dropped)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip `gpu` and `nvenc` tests, with the probe's reason, where the hardware is missing."""
+    marked = {name for item in items for name in ("gpu", "nvenc") if item.get_closest_marker(name)}
+    reasons: dict[str, str | None] = {}
+    if "gpu" in marked:
+        from streamer.gpu import gpu_unavailable_reason  # noqa: PLC0415
+
+        reasons["gpu"] = gpu_unavailable_reason()
+    if "nvenc" in marked:
+        from streamer.backends import nvenc_unavailable_reason  # noqa: PLC0415
+
+        reasons["nvenc"] = nvenc_unavailable_reason()
+    for item in items:
+        for name, reason in reasons.items():
+            if reason is not None and item.get_closest_marker(name):
+                item.add_marker(pytest.mark.skip(reason=f"no {name}: {reason}"))

@@ -63,7 +63,7 @@ def test_happy_path() -> None:
     assert broker.play("p1", PLAY) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
     assert status(broker) is SessionStatus.MATCHED
     assert availability(broker) is Availability.RESERVED
-    assert broker.registry.get("c1").session_id == "s1"
+    assert list(broker.registry.get("c1").seats) == ["s1"]
 
     assert broker.offer("p1", OFFER) == [
         Outgoing("container", "c1", p.SessionOffer("s1", "offer-sdp", 1280, 720, 60))
@@ -88,7 +88,7 @@ def test_happy_path() -> None:
     ]
     assert broker.sessions == {}
     assert availability(broker) is Availability.STANDBY
-    assert broker.registry.get("c1").session_id is None
+    assert broker.registry.get("c1").seats == {}
 
 
 def test_duplicate_register_is_a_conflict() -> None:
@@ -138,7 +138,7 @@ def test_play_with_no_container(registered: bool, play: p.Play, fragment: str) -
 
 def test_play_when_the_only_container_is_taken() -> None:
     broker = matched(new_broker())
-    with refused("unavailable", "no container is standby"):
+    with refused("unavailable", "no container is free for another"):
         broker.play("p2", PLAY)
 
 
@@ -227,7 +227,7 @@ def test_container_is_claimable_after_a_session_ends() -> None:
     broker = connecting(new_broker())
     broker.player_end("p1", "done")
     assert broker.play("p2", PLAY) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
-    with refused("unavailable", "no container is standby"):
+    with refused("unavailable", "no container is free for another"):
         broker.play("p1", PLAY)  # p1 no longer has a session, so this is not "unexpected"
 
 
@@ -247,3 +247,26 @@ def test_heartbeat_from_an_expired_container_says_so() -> None:
     broker.expire(10.0)
     with refused("expired", "missed its heartbeats; register again"):
         broker.heartbeat("c1", 10.0)
+
+
+def test_a_container_with_capacity_for_two_serves_two_players_and_ends_both_when_gone() -> None:
+    broker = new_broker()
+    two = [p.StreamCapacity(1280, 720, 60, 2)]
+    broker.register(p.Register("c1", ["tetris"], ["h264"], 1280, 720, 60, capacity=two), now=0.0)
+    assert broker.play("p1", PLAY) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
+    assert broker.play("p2", PLAY) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
+    with refused("unavailable", "no container is free for another 1280x720@60 session"):
+        broker.play("p3", PLAY)
+    for player in ("p1", "p2"):
+        broker.offer(player, OFFER)
+    # Each session is the container's own: an answer for one does not touch the other.
+    broker.answer("c1", p.Answer("s2", "answer-sdp"))
+    assert broker.playing("c1", p.Playing("s2")) == [
+        Outgoing("player", "p2", p.SessionState("s2", "playing"))
+    ]
+    assert status(broker, "s1") is SessionStatus.CONNECTING
+    assert broker.container_gone("c1", "crashed") == [
+        Outgoing("player", "p1", p.Ended("s1", "crashed")),
+        Outgoing("player", "p2", p.Ended("s2", "crashed")),
+    ]
+    assert broker.sessions == {}

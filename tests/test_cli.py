@@ -51,6 +51,10 @@ def test_up_prints_its_url_serves_the_page_and_stops_cleanly_on_ctrl_c() -> None
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
     assert "stopped" in output
+    # Where to look, and what the container found out about its host.
+    assert re.search(r"sessions at once: 1280x720@60 x\d+", output), output
+    assert f"dashboard: {url}static/dashboard.html" in output
+    assert "x264 (NVENC unavailable: " in output or "nvenc (" in output
 
 
 @pytest.mark.parametrize("argv", [["up", "--port", "nope"], ["bench", "warp"], ["container"]])
@@ -72,6 +76,12 @@ def test_bad_arguments_say_what_is_wrong(argv: list[str]) -> None:
             "argument --max-size: width 8000 is outside [320, 7680]",
         ),
         (["up", "--max-fps", "0"], "argument --max-fps: frame rate 0 is outside [1, 240]"),
+        (["up", "--capacity", "0"], "argument --capacity: capacity is a number of sessions, 1 to"),
+        (["up", "--encoder", "quicksync"], "argument --encoder: invalid choice: 'quicksync'"),
+        (
+            ["bench", "encode", "--sizes", "8k"],
+            "argument --sizes: sizes must be a comma-separated list",
+        ),
     ],
 )
 def test_container_limits_outside_what_register_accepts_are_refused(
@@ -95,6 +105,26 @@ def test_render_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
     assert ("1280x720", "game render I420 (sent)") in stages
     assert ("1920x1080", "RGB->I420 swscale") in stages
     assert "game render I420 (sent)" in result.stdout
+
+
+def test_encode_benchmark_compares_backends_and_says_why_one_is_missing(tmp_path) -> None:
+    out = tmp_path / "encode.json"
+    result = subprocess.run(
+        [*GAMECAST, "bench", "encode", "--frames", "4", "--sizes", "720p", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {"nvenc (gamecast)", "x264 (gamecast)", "vp8 (gamecast fallback)",
+                         "aiortc stock H.264"}  # fmt: skip
+    for backend in ("x264 (gamecast)", "vp8 (gamecast fallback)", "aiortc stock H.264"):
+        assert rows[backend]["fps"] > 0 and rows[backend]["bytes_per_frame"] > 0
+    if rows["nvenc (gamecast)"]["note"]:  # no NVENC here: a reason instead of numbers
+        assert rows["nvenc (gamecast)"]["note"].startswith("unavailable: ")
+        assert "fps" not in rows["nvenc (gamecast)"]
+    assert {r["implementation"] for r in report["conversion"]} == {"numpy", "cupy"}
+    assert report["targets"][0]["target"] == "x264 720p p50 <= 4.0 ms"
+    assert "targets (issue 4):" in result.stdout
 
 
 def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from streamer.colour import i420_planes, rgb_to_i420, rgb_to_yuv
 from streamer.game import ReferenceGame
-from streamer.input_events import KeyEvent, PointerButton, PointerMove
 from streamer.marker import FrameMarker, paint_marker, paint_marker_i420, read_marker
+from tests.samples import played
 
 
 def swscale_i420(rgb: np.ndarray) -> np.ndarray:
@@ -50,21 +50,9 @@ def test_odd_sizes_are_refused() -> None:
         rgb_to_i420(np.zeros((3, 4, 3), dtype=np.uint8))
 
 
-def _played(game: ReferenceGame) -> ReferenceGame:
-    for event in (
-        KeyEvent(1, "KeyD", True),
-        PointerMove(2, x=0.3, y=0.6),
-        PointerButton(3, 0, True),
-    ):
-        game.apply(event)
-    for _ in range(25):
-        game.advance()
-    return game
-
-
 @pytest.mark.parametrize("size", [(1280, 720), (1920, 1080), (640, 360)])
 def test_game_drawn_in_i420_is_the_rgb_picture_converted(size: tuple[int, int]) -> None:
-    game = _played(ReferenceGame(*size, seed=2))
+    game = played(ReferenceGame(*size, seed=2))
     reference = swscale_i420(game.render())
     drawn = game.render_i420()
     luma_error = np.abs(i420_planes(drawn)[0].astype(int) - i420_planes(reference)[0])

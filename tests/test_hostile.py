@@ -11,7 +11,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from gamecast.runtime import serve
-from signaling.protocol import MAX_MESSAGE_BYTES, Heartbeat, Register
+from signaling.protocol import MAX_MESSAGE_BYTES, Heartbeat, HostSpecs, Register, Telemetry
 from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT, ServerConfig
 from streamer.input_events import EVENT_BURST
 from tests.conftest import eventually
@@ -44,6 +44,27 @@ BAD_INPUT = [
         json.dumps({"type": "key", "seq": 1, "code": "KeyA", "down": True, "t": "x" * 600}),
         "too_large",
     ),
+]
+
+
+def _telemetry(**changes: object) -> str:
+    """A heartbeat whose telemetry is valid but for `changes` (readings left out are None)."""
+    gpu = {"index": 0, "name": "NVIDIA L4", "uuid": "GPU-1", "memory_total_mib": 23_034}
+    telemetry = {"cpu_percent": 5.0, "ram_used_mib": 10, "gpus": [gpu]}
+    return json.dumps({"v": 1, "type": "heartbeat", "telemetry": {**telemetry, **changes}})
+
+
+GPU = json.loads(_telemetry())["telemetry"]["gpus"][0]
+BAD_TELEMETRY = [
+    (_telemetry(cpu_percent=1e9), "bad_field", "cpu_percent=1000000000.0 is outside"),
+    (_telemetry(cpu_percent={"$gt": 0}), "bad_field", "cpu_percent must be a number"),
+    (_telemetry(ram_used_mib=-5), "bad_field", "ram_used_mib=-5 is outside"),
+    (_telemetry(gpus=[GPU] * 17), "bad_field", "gpus must be a list of at most 16 objects"),
+    (_telemetry(gpus=[{**GPU, "temperature_c": 10**6}]), "bad_field", "temperature_c=1000000"),
+    (_telemetry(gpus=[{**GPU, "name": "<script>" * 20}]), "bad_field", "name is longer than 96"),
+    (_telemetry(gpus=[{**GPU, "shell": "rm -rf /"}]), "bad_field", "unknown fields ['shell']"),
+    (_telemetry(gpus=[[GPU]]), "bad_field", "gpus[0] must be an object"),
+    (_telemetry(gpus=[{**GPU, "name": "n" * 5000}] * 16), "too_large", "exceeds 65536"),
 ]
 
 
@@ -207,3 +228,47 @@ async def test_an_expired_container_is_told_and_its_old_socket_cannot_undo_a_new
             async with http.get(server.url + "/api/containers") as response:
                 rows = (await response.json())["containers"]
             assert [r["container"] for r in rows] == ["c1"]
+
+
+async def test_hostile_specs_and_telemetry_are_refused_while_a_session_plays_on(
+    network, http, playing_bot
+) -> None:
+    """A second container sends out-of-range, mistyped and oversized specs and telemetry: each
+    gets a coded error with a reason, it stays registered, and the bot's session never stalls."""
+    server, _ = network
+    bot = playing_bot
+    await bot.wait_frames(10)
+    register = Register("evil", ["reference"], ["x264"], 1280, 720, 60, HostSpecs("x", 1, 1, []))
+    async with http.ws_connect(server.container_url) as evil:
+        hostile_host = json.loads(register.to_json())
+        hostile_host["host"]["cpu_cores"] = 0
+        await evil.send_str(json.dumps(hostile_host))
+        error = await _next_error(evil)
+        assert (error["code"], error["ref"]) == ("bad_field", "")
+        assert "register.host.cpu_cores=0 is outside [1, 4096]" in error["reason"]
+        await evil.send_str(register.to_json())
+        assert (await evil.receive_json())["type"] == "registered"
+
+        for raw, code, fragment in BAD_TELEMETRY:
+            await evil.send_str(raw)
+            error = await _next_error(evil)
+            assert error["code"] == code
+            assert fragment in error["reason"]
+
+        await evil.send_str(Heartbeat(Telemetry(7.5, 10, [])).to_json())
+        async with asyncio.timeout(5):
+            while True:
+                async with http.get(server.url + "/api/containers") as response:
+                    rows = {r["container"]: r for r in (await response.json())["containers"]}
+                if rows["evil"]["host_load"] is not None:
+                    break
+                await asyncio.sleep(0.02)
+        assert rows["evil"]["host_load"]["cpu_percent"] == 7.5
+        assert (rows["evil"]["gpu"], rows["evil"]["gpus"]) == ("cpu-only", [])
+        assert rows["local-1"]["availability"] == "in_session"
+
+    seen = bot.log.frames
+    await bot.wait_frames(seen + 30)
+    async with http.get(server.url + "/api/sessions") as response:
+        sessions = (await response.json())["sessions"]
+    assert [(s["container"], s["state"]) for s in sessions] == [("local-1", "playing")]

@@ -13,7 +13,7 @@ from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 
 from streamer.colour import i420_planes
-from streamer.encoder import EncodedFrame
+from streamer.encoder import X264, EncodedFrame
 from streamer.marker import read_marker
 from streamer.pipeline import MAX_BACKLOG, SenderPipeline
 from streamer.track import GameVideoTrack
@@ -42,7 +42,7 @@ def track():
 
 
 async def test_encoded_frames_decode_in_order_with_their_markers(track) -> None:
-    pipeline = track.start(encode=True)
+    pipeline = track.start(X264)
     frames = await frames_from(track, 30)
     assert frames[0].keyframe and not any(f.keyframe for f in frames[1:])
     steps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)]
@@ -56,7 +56,7 @@ async def test_encoded_frames_decode_in_order_with_their_markers(track) -> None:
 
 
 async def test_keyframe_requests_are_granted_once_per_interval(track) -> None:
-    pipeline = track.start(encode=True)
+    pipeline = track.start(X264)
     await frames_from(track, 5)
     for _ in range(4):  # a burst of PLIs
         pipeline.on_keyframe_request()
@@ -67,7 +67,7 @@ async def test_keyframe_requests_are_granted_once_per_interval(track) -> None:
 
 async def test_a_lower_estimate_shrinks_frames_without_a_keyframe() -> None:
     track = GameVideoTrack(1280, 720, 60, seed=3)
-    pipeline = track.start(encode=True)
+    pipeline = track.start(X264)
     try:
         before = await frames_from(track, 60)
         pipeline.on_estimate(1_200_000)
@@ -83,7 +83,7 @@ async def test_a_lower_estimate_shrinks_frames_without_a_keyframe() -> None:
 
 
 async def test_a_stalled_loop_restarts_the_stream_from_a_keyframe(track) -> None:
-    pipeline = track.start(encode=True)
+    pipeline = track.start(X264)
     receiver = H264Receiver()
     for frame in await frames_from(track, 5):
         receiver.decode(frame)

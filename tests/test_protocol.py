@@ -153,6 +153,17 @@ def register(**changes: Any) -> str:
         (register(max_width=7681), "register.max_width=7681 is outside [320, 7680]"),
         (register(max_fps=False), "register.max_fps must be an integer"),
         (wire("heartbeat", load=0.5), "heartbeat has unknown fields ['load']"),
+        (register(frames_on="tpu"), "register.frames_on='tpu' is not one of ['cpu', 'gpu']"),
+        (register(encoder_reason="r" * 257), "register.encoder_reason is longer than 256"),
+        (register(capacity={}), "register.capacity must be a list of at most 64 objects"),
+        (
+            register(capacity=[{"width": 1280, "height": 720, "fps": 60, "sessions": 0}]),
+            "register.capacity[0].sessions=0 is outside [1, 64]",
+        ),
+        (
+            register(capacity=[{"width": 1280, "height": 720, "fps": 60}]),
+            "register.capacity[0] needs field 'sessions'",
+        ),
         (wire("answer", session="s1"), "answer needs field 'sdp'"),
     ],
 )
@@ -173,6 +184,15 @@ def test_refused_from_container(raw: str, fragment: str) -> None:
 )
 def test_limits_are_inclusive(raw: str) -> None:
     assert isinstance(parse_message(raw, "container"), p.Register)
+
+
+def test_a_container_that_predates_capacity_registers_for_one_session_at_a_time() -> None:
+    message = parse_message(register(), "container")
+    assert isinstance(message, p.Register)
+    assert (message.capacity, message.frames_on, message.encoder_reason) == ([], "cpu", "")
+    full = p.Register("c1", ["g"], ["x264"], 1280, 720, 60, None, "why", "gpu",
+                      [p.StreamCapacity(1280, 720, 60, 3)])  # fmt: skip
+    assert parse_message(full.to_json(), "container") == full
 
 
 def test_boolean_version_is_refused() -> None:

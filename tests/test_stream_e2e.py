@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import psutil
 import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
 
+from gamecast.runtime import embedded_network
 from signaling.protocol import Play
 from streamer.encoder import (
     EncoderHookError,
@@ -145,3 +147,16 @@ async def test_receiver_feedback_over_the_wire_steers_the_encoder(network, playi
     frames = bot.log.frames
     await bot.wait_frames(frames + 30)  # and the stream plays on
     assert bot.log.unreadable == 0
+
+
+async def test_stopping_right_after_a_player_leaves_closes_every_peer_socket(http) -> None:
+    # The agent is cancelled while the container's peer is still closing: that close must
+    # finish, not leave its ICE sockets open (a leak seen as ResourceWarnings in later tests).
+    process = psutil.Process()
+    before = len(process.net_connections(kind="udp"))
+    async with embedded_network(sessions=1) as (server, _):
+        bot = BotPlayer(server.player_url)
+        async with bot.play(http):
+            await bot.wait_frames(10)
+            assert len(process.net_connections(kind="udp")) > before
+    assert len(process.net_connections(kind="udp")) == before

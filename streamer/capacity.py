@@ -1,0 +1,89 @@
+"""How many sessions a container can serve at once, per stream shape, from what a frame costs.
+
+A session costs its container, per second, `fps` frames of drawing and encoding on the
+container's threads, plus the sending (RTP packetization, SRTP, UDP) that aiortc does on
+the event loop, which costs about as much again (`SEND_OVERHEAD`, from `gamecast bench
+latency`: 41 % of a core for a 720p60 stream whose frames cost ~3.4 ms to draw and encode).
+The agent times a few frames of its own encoder at start (`measure_frame_ms`) and divides the
+host's cores, minus headroom, by that: a self-benchmark, not a table of guesses. An operator
+who knows better overrides it (`gamecast container --capacity N`).
+"""
+
+from __future__ import annotations
+
+import fractions
+import math
+import time
+from collections.abc import Iterable
+
+import av
+
+from signaling.protocol import MAX_SESSIONS, StreamCapacity
+from streamer.encoder import BT601, H264Backend, LowLatencyH264Encoder
+from streamer.game import ReferenceGame
+from streamer.input_events import KeyEvent
+from streamer.marker import FrameMarker, paint_marker_i420
+
+SEND_OVERHEAD = 2.0  # whole-session CPU per unit of draw + encode time (see the docstring)
+HEADROOM = 0.8  # share of the cores sessions may take; the rest is the agent's and the OS's
+SHAPES = ((1280, 720, 60), (1920, 1080, 60), (1280, 720, 120), (1920, 1080, 120))
+
+
+def sessions_for(frame_ms: float, fps: int, cores: int) -> int:
+    """Sessions of `fps` frames costing `frame_ms` each that `cores` sustain with headroom."""
+    if frame_ms <= 0 or fps <= 0 or cores <= 0:
+        raise ValueError(f"need positive frame cost, fps and cores; got {frame_ms}, {fps}, {cores}")
+    share_of_a_core = fps * frame_ms / 1000 * SEND_OVERHEAD
+    return min(MAX_SESSIONS, math.floor(cores * HEADROOM / share_of_a_core))
+
+
+def advertised_shapes(max_width: int, max_height: int, max_fps: int) -> list[tuple[int, int, int]]:
+    """The shapes players pick among (SHAPES) within the container's limits, and its largest."""
+    shapes = [
+        (w, h, fps) for w, h, fps in SHAPES if w <= max_width and h <= max_height and fps <= max_fps
+    ]
+    if (max_width, max_height, max_fps) not in shapes:
+        shapes.append((max_width, max_height, max_fps))
+    return shapes
+
+
+def capacity_from_costs(
+    frame_ms: dict[tuple[int, int], float],
+    shapes: Iterable[tuple[int, int, int]],
+    cores: int,
+) -> list[StreamCapacity]:
+    """Per shape, sessions from the measured cost of a frame at its size; a shape this host
+    cannot sustain even once is left out, so no player is matched to it."""
+    capacity = []
+    for width, height, fps in shapes:
+        sessions = sessions_for(frame_ms[(width, height)], fps, cores)
+        if sessions >= 1:
+            capacity.append(StreamCapacity(width, height, fps, sessions))
+    return capacity
+
+
+def fixed_capacity(shapes: Iterable[tuple[int, int, int]], sessions: int) -> list[StreamCapacity]:
+    """The operator's figure, the same for every shape."""
+    if not 1 <= sessions <= MAX_SESSIONS:
+        raise ValueError(f"capacity must be 1 to {MAX_SESSIONS} sessions, got {sessions}")
+    return [StreamCapacity(w, h, fps, sessions) for w, h, fps in shapes]
+
+
+def measure_frame_ms(backend: H264Backend, width: int, height: int, frames: int = 12) -> float:
+    """Median ms to draw, mark and encode one game frame at this size with `backend`."""
+    game = ReferenceGame(width, height, seed=1)
+    game.apply(KeyEvent(1, "KeyD", True))
+    encoder = LowLatencyH264Encoder(backend, BT601)
+    time_base = fractions.Fraction(1, 60)
+    samples = []
+    for index in range(frames + 1):
+        started = time.perf_counter()
+        game.advance()
+        picture = game.render_i420()
+        paint_marker_i420(picture, FrameMarker.at(index, 0, 1))
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame.pts, frame.time_base = index, time_base
+        encoder.encode_frame(frame, keyframe=index == 0)
+        samples.append((time.perf_counter() - started) * 1000)
+    steady = sorted(samples[1:])  # the first opens the encoder
+    return steady[len(steady) // 2]

@@ -1,0 +1,72 @@
+"""Sample data and round trips that several test modules share."""
+
+from __future__ import annotations
+
+import fractions
+from collections.abc import Iterable
+
+import av
+import numpy as np
+
+from signaling import protocol as p
+from streamer.game import ReferenceGame
+from streamer.input_events import KeyEvent, PointerButton, PointerMove
+
+# One L4's telemetry as the protocol carries it (NVML's units already converted).
+L4_TELEMETRY = p.GpuTelemetry(
+    index=0,
+    name="NVIDIA L4",
+    uuid="GPU-3f1c6a2e-0000-4000-8000-000000000000",
+    memory_total_mib=23_034,
+    memory_used_mib=1_288,
+    gpu_util_percent=31,
+    memory_util_percent=12,
+    temperature_c=48,
+    power_w=35.417,
+    power_limit_w=72.0,
+    graphics_clock_mhz=2040,
+    sm_clock_mhz=2040,
+    memory_clock_mhz=6250,
+    encoder_util_percent=18,
+    encoder_sessions=2,
+    encoder_fps=119,
+    encoder_latency_us=1830,
+    encoder_capacity_h264=80,
+    encoder_capacity_hevc=75,
+    encoder_capacity_av1=70,
+)
+
+
+def played(game: ReferenceGame, pointer: tuple[float, float] = (0.3, 0.6)) -> ReferenceGame:
+    """`game` after a few inputs and frames: the player moved, the crosshair filled."""
+    for event in (
+        KeyEvent(1, "KeyD", True),
+        PointerMove(2, x=pointer[0], y=pointer[1]),
+        PointerButton(3, 0, True),
+    ):
+        game.apply(event)
+    for _ in range(25):
+        game.advance()
+    return game
+
+
+def h264_round_trip(frames: Iterable[av.VideoFrame]) -> list[np.ndarray]:
+    """Encode `frames` with plain libx264 (in their own pixel format) and decode them back:
+    the luma planes a receiver gets, in order."""
+    encoder, decoder = None, av.CodecContext.create("h264", "r")
+    decoded: list[av.VideoFrame] = []
+    for index, frame in enumerate(frames):
+        if encoder is None:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height = frame.width, frame.height
+            encoder.pix_fmt = frame.format.name
+            encoder.time_base = fractions.Fraction(1, 60)
+            encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "32"}
+        frame.pts = index
+        for packet in encoder.encode(frame):
+            decoded += decoder.decode(packet)
+    assert encoder is not None, "no frames to encode"
+    for packet in encoder.encode(None):
+        decoded += decoder.decode(packet)
+    decoded += decoder.decode(None)
+    return [np.asarray(f.to_ndarray(format="yuv420p")[: f.height], np.uint8) for f in decoded]
