@@ -31,8 +31,8 @@ demo: install
 	$(BIN)/gamecast up
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 typecheck: install
 	$(BIN)/mypy streamer/marker.py streamer/game.py streamer/colour.py streamer/feedback.py streamer/pipeline.py streamer/rtcp_feedback.py verifier/jitter.py benchmarks/relay.py streamer/input_events.py streamer/pacing.py signaling/protocol.py signaling/session.py signaling/rate_limit.py indexer verifier/frame_stats.py benchmarks/convert.py streamer/telemetry.py streamer/backends.py streamer/capacity.py benchmarks/report.py

@@ -133,9 +133,8 @@ def measure(backend: Backend, size: str, frames: list[av.VideoFrame], count: int
 
 
 def conversion_rows(sizes: list[str], frames: int) -> list[dict[str, Any]]:
-    from streamer.gpu import gpu_unavailable_reason  # noqa: PLC0415
-
     from benchmarks.convert import measure_conversion  # noqa: PLC0415
+    from streamer.gpu import gpu_unavailable_reason  # noqa: PLC0415
 
     rows = []
     for implementation in ("numpy", "cupy"):
