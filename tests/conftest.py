@@ -47,9 +47,9 @@ async def browser() -> AsyncIterator[object]:
         yield instance
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
+async def eventually(predicate: Callable[[], bool], seconds: float = 5) -> None:
     """Poll state owned by another component (a peer's counters) until `predicate` holds."""
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(seconds):
         while not predicate():  # noqa: ASYNC110  (no event to wait on: the state is a peer's)
             await asyncio.sleep(0.01)
 

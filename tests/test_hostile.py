@@ -152,18 +152,22 @@ async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(
     assert sorted(e["code"] for e in bot.errors) == sorted(code for _, code in BAD_INPUT)
     assert all(e["reason"] for e in bot.errors)
 
-    for _ in range(EVENT_BURST + 200):  # a flood far beyond the burst allowance
+    # A flood far beyond the burst allowance. Only what arrives faster than the refill rate
+    # is limited, and a loaded machine's SCTP delivers slower than it is sent (and, the
+    # channel being unreliable, drops some): hence so many, and no count of arrivals.
+    flood = 8 * EVENT_BURST
+    for _ in range(flood):
         bot.send_input({"type": "pointermove", "dx": 1, "dy": 0})
     session = agent.sessions[bot.session_id]
-    await eventually(
-        lambda: session.input.accepted + session.input.rate_limited >= EVENT_BURST + 200
-    )
+    await eventually(lambda: session.input.rate_limited > 0, seconds=30)
     assert session.input.rejected == len(BAD_INPUT)
-    assert session.input.rate_limited > 0
 
+    arrived = -1
+    while arrived != (arrived := session.input.accepted + session.input.rate_limited):  # noqa: ASYNC110 (a peer's counters)
+        await asyncio.sleep(0.3)  # until the flood has stopped arriving
     await asyncio.sleep(1.0)  # let the bucket refill, then a valid event still gets through
     seq = bot.send_input({"type": "key", "code": "KeyW", "down": True})
-    assert seq == EVENT_BURST + 201  # numbered after the whole flood
+    assert seq == flood + 1  # numbered after the whole flood
     marker = await bot.wait_input_applied(seq)
     assert marker.input_sequence == seq
     seen = bot.log.frames
