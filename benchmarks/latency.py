@@ -45,6 +45,7 @@ class Configuration:
 CONFIGURATIONS = (
     Configuration("gamecast", ("--encoder", "x264")),
     Configuration("gamecast 1080p60", ("--encoder", "x264"), 1920, 1080),
+    Configuration("gamecast, no steady release", ("--encoder", "x264", "--no-steady-release")),
     Configuration("gamecast, no playout-delay", ("--encoder", "x264", "--no-playout-delay")),
     Configuration("aiortc stock H.264", ("--encoder", "aiortc", "--no-playout-delay")),
 )

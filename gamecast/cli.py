@@ -98,6 +98,7 @@ async def _up(args: argparse.Namespace) -> None:
         max_height=height,
         max_fps=args.max_fps,
         sessions=args.capacity,
+        steady_release=args.steady_release,
     )
     async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
@@ -128,6 +129,7 @@ async def _container(args: argparse.Namespace) -> None:
         encoder=args.encoder,
         codec=args.codec,
         playout_delay=args.playout_delay,
+        steady_release=args.steady_release,
         max_width=width,
         max_height=height,
         max_fps=args.max_fps,
@@ -163,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
             dest="playout_delay",
             action="store_false",
             help="do not ask browsers to render at once (RTP playout-delay min=max=0)",
+        )
+        sub.add_argument(
+            "--no-steady-release",
+            dest="steady_release",
+            action="store_false",
+            help="send each frame as soon as it is encoded: ~1-2 ms less latency, more jitter",
         )
         sub.add_argument(
             "--max-size",

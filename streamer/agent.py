@@ -37,6 +37,7 @@ class AgentConfig:
     max_height: int = 1080
     max_fps: int = 120
     playout_delay: bool = True  # ask browsers to render at once (streamer/playout_delay.py)
+    steady_release: bool = True  # hand frames on at even intervals (streamer/pacing.py)
 
 
 class ContainerAgent:
@@ -150,6 +151,7 @@ class ContainerAgent:
             codec=cfg.codec,
             encoder=cfg.encoder,
             gpu=cfg.frames_on == "gpu",
+            steady_release=cfg.steady_release,
         )
 
         async def playing() -> None:

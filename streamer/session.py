@@ -44,6 +44,7 @@ class StreamOptions:
     encoder: str = "x264"  # one of streamer.encoder.ENCODERS, as streamer.backends chose it
     seed: int = 0
     gpu: bool = False  # draw frames with CuPy when gamecast's H.264 encoder runs
+    steady_release: bool = True  # even frame intervals for ~1 ms of latency (streamer/pacing.py)
 
 
 class StreamSession:
@@ -59,7 +60,12 @@ class StreamSession:
         self.session_id = session_id
         self.options = options
         self.track = GameVideoTrack(
-            options.width, options.height, options.fps, options.seed, gpu=options.gpu
+            options.width,
+            options.height,
+            options.fps,
+            options.seed,
+            gpu=options.gpu,
+            steady_release=options.steady_release,
         )
         self.input = InputCounters()
         self._pc = RTCPeerConnection()

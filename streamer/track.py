@@ -45,9 +45,20 @@ MAX_PENDING_INPUT = 1024  # a burst beyond this is dropped oldest-first; rate li
 class GameVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, width: int, height: int, fps: int, seed: int = 0, gpu: bool = False) -> None:
-        """`gpu`: draw on the GPU when gamecast's H.264 encoder runs (streamer/gpu.py)."""
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: int,
+        seed: int = 0,
+        *,
+        gpu: bool = False,
+        steady_release: bool = True,
+    ) -> None:
+        """`gpu`: draw on the GPU when gamecast's H.264 encoder runs (streamer/gpu.py);
+        `steady_release`: hold encoded frames to a steady offset (streamer/pacing.py)."""
         super().__init__()
+        self._steady_release = steady_release
         self.fps = fps
         self.game = ReferenceGame(width, height, seed)
         self.on_gpu = False  # decided in `start`
@@ -80,7 +91,9 @@ class GameVideoTrack(MediaStreamTrack):
                 self._cuda_frames = backend is NVENC
             encoder = LowLatencyH264Encoder(backend, BT709 if self.on_gpu else BT601)
             bitrate = BitrateController(MIN_BITRATE, bitrate_for(game.width, game.height, self.fps))
-        self.pipeline = SenderPipeline(self._produce, self.fps, encoder, bitrate)
+        self.pipeline = SenderPipeline(
+            self._produce, self.fps, encoder, bitrate, self._steady_release
+        )
         return self.pipeline
 
     async def recv(self) -> Any:
