@@ -26,6 +26,7 @@ from streamer.marker import FrameMarker, paint_marker_i420
 
 SEND_OVERHEAD = 2.0  # whole-session CPU per unit of draw + encode time (see the docstring)
 HEADROOM = 0.8  # share of the cores sessions may take; the rest is the agent's and the OS's
+WARMUP_FRAMES = 6  # encoded but not timed (see measure_frame_ms)
 SHAPES = ((1280, 720, 60), (1920, 1080, 60), (1280, 720, 120), (1920, 1080, 120))
 
 
@@ -70,13 +71,17 @@ def fixed_capacity(shapes: Iterable[tuple[int, int, int]], sessions: int) -> lis
 
 
 def measure_frame_ms(backend: H264Backend, width: int, height: int, frames: int = 12) -> float:
-    """Median ms to draw, mark and encode one game frame at this size with `backend`."""
+    """Median ms to draw, mark and encode one game frame at this size with `backend`.
+
+    The first WARMUP_FRAMES are not counted: the first opens the encoder and is an IDR, and
+    x264's next few cost up to twice a steady frame, which would halve the capacity.
+    """
     game = ReferenceGame(width, height, seed=1)
     game.apply(KeyEvent(1, "KeyD", True))
     encoder = LowLatencyH264Encoder(backend, BT601)
     time_base = fractions.Fraction(1, 60)
     samples = []
-    for index in range(frames + 1):
+    for index in range(WARMUP_FRAMES + frames):
         started = time.perf_counter()
         game.advance()
         picture = game.render_i420()
@@ -85,5 +90,5 @@ def measure_frame_ms(backend: H264Backend, width: int, height: int, frames: int 
         frame.pts, frame.time_base = index, time_base
         encoder.encode_frame(frame, keyframe=index == 0)
         samples.append((time.perf_counter() - started) * 1000)
-    steady = sorted(samples[1:])  # the first opens the encoder
+    steady = sorted(samples[WARMUP_FRAMES:])
     return steady[len(steady) // 2]
