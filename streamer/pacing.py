@@ -50,10 +50,13 @@ class SteadyRelease:
     frame is therefore held until its slot deadline plus a hold: the `quantile` of how late
     recent frames were ready. Frames later than that go at once, so the hold adds at most the
     spread of encode times. It is capped at half a frame interval, so the thread that waits is
-    free again before the next frame is ready.
+    free again before the next frame is ready. The default quantile, 0.75, is where issue 3's
+    two limits met best in bench latency on a 2-core host: 0.9 smoothed Chromium a little
+    more (interval deviation 1.4-2.2 ms) but put the bot's glass-to-glass p50 at 9 ms; 0.75
+    gave 7-8 ms and 1.7-2.2 ms.
     """
 
-    def __init__(self, fps: float, window: int = 120, quantile: float = 0.9) -> None:
+    def __init__(self, fps: float, window: int = 120, quantile: float = 0.75) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         if not 0.0 < quantile <= 1.0:
