@@ -32,12 +32,16 @@ def test_up_prints_its_url_serves_the_page_and_stops_cleanly_on_ctrl_c() -> None
     try:
         url = None
         lines = []
+        # Read through the last line of the banner ("API: ...") here: communicate() reads the
+        # pipe beneath this file object, so lines it had buffered would be lost to it.
         for line in process.stdout:  # type: ignore[union-attr]
             lines.append(line)
             if match := re.search(r"open (http://127\.0\.0\.1:\d+/)", line):
                 url = match.group(1)
+            if url and "API: " in line:
                 break
-        assert url, "".join(lines)
+        banner = "".join(lines)
+        assert url, banner
         with urllib.request.urlopen(url, timeout=5) as response:
             assert b'id="play"' in response.read()
         with urllib.request.urlopen(url + "api/containers", timeout=5) as response:
@@ -52,9 +56,9 @@ def test_up_prints_its_url_serves_the_page_and_stops_cleanly_on_ctrl_c() -> None
     assert "Traceback" not in output, output
     assert "stopped" in output
     # Where to look, and what the container found out about its host.
-    assert re.search(r"sessions at once: 1280x720@60 x\d+", output), output
-    assert f"dashboard: {url}static/dashboard.html" in output
-    assert "x264 (NVENC unavailable: " in output or "nvenc (" in output
+    assert re.search(r"sessions at once: 1280x720@60 x\d+", banner), banner
+    assert f"dashboard: {url}static/dashboard.html" in banner
+    assert "x264 (NVENC unavailable: " in banner or "nvenc (" in banner
 
 
 @pytest.mark.parametrize("argv", [["up", "--port", "nope"], ["bench", "warp"], ["container"]])
