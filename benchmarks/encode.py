@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -23,12 +24,16 @@ import av
 import psutil
 from aiortc.codecs.h264 import H264Encoder
 
+from benchmarks.convert import BACKENDS as CONVERSIONS
+from benchmarks.convert import measure_conversion
 from benchmarks.report import Column, machine, table, write_json
 from streamer.backends import nvenc_unavailable_reason
-from streamer.encoder import NVENC, X264, FallbackVp8Encoder, LowLatencyH264Encoder, bitrate_for
+from streamer.encoder import H264_BACKENDS, FallbackVp8Encoder, LowLatencyH264Encoder, bitrate_for
 from streamer.game import ReferenceGame
+from streamer.gpu import gpu_unavailable_reason
 from streamer.input_events import KeyEvent
-from streamer.marker import FrameMarker, paint_marker_i420
+from streamer.marker import FrameMarker
+from streamer.track import cpu_frame
 from verifier.frame_stats import percentile
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
@@ -49,7 +54,7 @@ class Backend:
 
 def _ours(backend_name: str) -> Callable[[], EncodeStep]:
     def make() -> EncodeStep:
-        encoder = LowLatencyH264Encoder(X264 if backend_name == "x264" else NVENC)
+        encoder = LowLatencyH264Encoder(H264_BACKENDS[backend_name])
         return lambda frame, keyframe: encoder.encode_frame(frame, keyframe).size
 
     return make
@@ -94,9 +99,7 @@ def game_frames(width: int, height: int) -> list[av.VideoFrame]:
     frames = []
     for index in range(DISTINCT_FRAMES):
         game.advance()
-        picture = game.render_i420()
-        paint_marker_i420(picture, FrameMarker.at(index, 0, 1))
-        frames.append(av.VideoFrame.from_ndarray(picture, format="yuv420p"))
+        frames.append(cpu_frame(game, functools.partial(FrameMarker.at, index, 0, 1)))
     return frames
 
 
@@ -133,11 +136,8 @@ def measure(backend: Backend, size: str, frames: list[av.VideoFrame], count: int
 
 
 def conversion_rows(sizes: list[str], frames: int) -> list[dict[str, Any]]:
-    from benchmarks.convert import measure_conversion  # noqa: PLC0415
-    from streamer.gpu import gpu_unavailable_reason  # noqa: PLC0415
-
     rows = []
-    for implementation in ("numpy", "cupy"):
+    for implementation in CONVERSIONS:
         for size in sizes:
             row: dict[str, Any] = {"implementation": implementation, "resolution": size}
             reason = gpu_unavailable_reason() if implementation == "cupy" else None

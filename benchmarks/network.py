@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
-from benchmarks.report import machine, write_json
+from benchmarks.report import Column, machine, table, write_json
 from gamecast.runtime import embedded_network
 from streamer.agent import ContainerAgent
 from streamer.encoder import encoder_in_use
@@ -123,22 +123,17 @@ async def measure(encoder: str, phases: list[tuple[str, LinkConfig, float]]) -> 
     }
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    header = (
-        f"{'config':<20}{'phase':<10}{'fps':>7}{'g2g p50':>9}{'g2g p95':>9}{'freezes':>9}"
-        f"{'unread':>8}{'link Mb/s':>11}{'target Mb/s':>13}"
-    )
-    lines = [header]
-    for config, result in results.items():
-        for row in result["phases"]:
-            target = row["target_mbps_at_end"]
-            lines.append(
-                f"{config:<20}{row['phase']:<10}{row['received_fps']:>7.1f}"
-                f"{row['g2g_p50_ms']:>9.1f}{row['g2g_p95_ms']:>9.1f}{row['freezes']:>9}"
-                f"{row['unreadable']:>8}{row['delivered_mbps']:>11.2f}"
-                f"{'-' if target is None else f'{target:.2f}':>13}"
-            )
-    return "\n".join(lines)
+COLUMNS: tuple[Column, ...] = (
+    ("config", "config", "{}"), ("phase", "phase", "{}"), ("received_fps", "fps", "{:.1f}"),
+    ("g2g_p50_ms", "g2g p50", "{:.1f}"), ("g2g_p95_ms", "g2g p95", "{:.1f}"),
+    ("freezes", "freezes", "{}"), ("unreadable", "unread", "{}"),
+    ("delivered_mbps", "link Mb/s", "{:.2f}"), ("target_mbps_at_end", "target Mb/s", "{:.2f}"),
+)  # fmt: skip
+
+
+def phase_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per configuration and phase."""
+    return [{"config": config, **row} for config, r in results.items() for row in r["phases"]]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -158,7 +153,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {label}", flush=True)
         results[label] = asyncio.run(measure(encoder, phases))
     print()
-    print(table(results))
+    print(table(phase_rows(results), COLUMNS))
     for label, result in results.items():
         if result["keyframes"] is not None:
             print(f"\n{label}: keyframes requested {result['keyframes']['requested']}, "

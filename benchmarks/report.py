@@ -9,14 +9,13 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from streamer.telemetry import cpu_model
+
 Column = tuple[str, str, str]  # (row key, title, format such as "{:.1f}")
 
 
 def machine() -> dict[str, Any]:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    model = cpu_model(Path("/proc/cpuinfo").read_text()) or platform.processor()
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "system": platform.platform()}  # fmt: skip
 

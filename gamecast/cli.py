@@ -13,11 +13,11 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from benchmarks.encode import SIZES as BENCH_SIZES
 from gamecast.runtime import embedded_network, run_agent, serve
 from signaling.protocol import MAX_SESSIONS, Register
 from streamer.agent import AgentConfig
 from streamer.backends import CHOICES as ENCODER_CHOICES
+from streamer.capacity import describe as describe_capacity
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -40,9 +40,12 @@ _REGISTER_LIMITS = {f.name: f.metadata for f in dataclasses.fields(Register)}
 
 
 def _within(field: str, what: str, value: int) -> int:
-    low, high = _REGISTER_LIMITS[field]["low"], _REGISTER_LIMITS[field]["high"]
+    rules = _REGISTER_LIMITS[field]
+    low, high = rules["low"], rules["high"]
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(f"{what} {value} is outside [{low}, {high}]")
+    if rules.get("even") and value % 2:
+        raise argparse.ArgumentTypeError(f"{what} {value} must be even (4:2:0 video)")
     return value
 
 
@@ -73,6 +76,8 @@ def _capacity(text: str) -> int:
 
 
 def _sizes(text: str) -> list[str]:
+    from benchmarks.encode import SIZES as BENCH_SIZES  # noqa: PLC0415  (benchmarks on demand)
+
     sizes = [size.strip().lower() for size in text.split(",") if size.strip()]
     unknown = [size for size in sizes if size not in BENCH_SIZES]
     if unknown or not sizes:
@@ -103,12 +108,11 @@ async def _up(args: argparse.Namespace) -> None:
     async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
         config = agent.config
-        capacity = ", ".join(f"{c.width}x{c.height}@{c.fps} x{c.sessions}" for c in config.capacity)
         print(
             f"  container {config.container_id}: reference game, {config.encoder}"
             f" ({config.encoder_reason}), {config.codec}, frames on the {config.frames_on.upper()}"
         )
-        print(f"  sessions at once: {capacity}")
+        print(f"  sessions at once: {describe_capacity(config.capacity)}")
         print(f"  dashboard: {server.url}/static/dashboard.html")
         print(f"  API: {server.url}/api/containers  {server.url}/api/sessions")
         await _forever()
@@ -217,30 +221,32 @@ def build_parser() -> argparse.ArgumentParser:
     media(container)
     container.set_defaults(handler=lambda a: _run(_container(a)))
 
-    bench = commands.add_parser("bench", help="run a benchmark and print a table plus JSON")
-    bench_kinds = bench.add_subparsers(dest="benchmark", required=True)
-    latency = bench_kinds.add_parser(
-        "latency", help="glass-to-glass, input-to-photon, fps: aiortc bot and Chromium"
+    _add_benchmarks(
+        commands.add_parser("bench", help="run a benchmark and print a table plus JSON")
     )
+    return parser
+
+
+def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
+    bench_kinds = bench.add_subparsers(dest="benchmark", required=True)
+
+    def benchmark(name: str, help: str) -> argparse.ArgumentParser:
+        """A `gamecast bench NAME` with its JSON path; run by benchmarks/NAME.py's main."""
+        sub = bench_kinds.add_parser(name, help=help)
+        sub.add_argument(
+            "--out", default=f"bench-results/{name}.json", help="where to write the JSON"
+        )
+        sub.set_defaults(handler=_bench)
+        return sub
+
+    latency = benchmark("latency", "glass-to-glass, input-to-photon, fps: aiortc bot and Chromium")
     latency.add_argument(
         "--seconds", type=float, default=20.0, help="measured time per configuration"
     )
-    latency.add_argument(
-        "--out", default="bench-results/latency.json", help="where to write the JSON"
-    )
     latency.add_argument("--no-browser", action="store_true", help="skip the Chromium client")
-    latency.set_defaults(handler=_bench)
-    render = bench_kinds.add_parser(
-        "render", help="per-frame CPU cost of the game, the marker and colour conversion"
-    )
+    render = benchmark("render", "per-frame CPU cost of the game, the marker and colour conversion")
     render.add_argument("--frames", type=int, default=300, help="frames timed per stage")
-    render.add_argument(
-        "--out", default="bench-results/render.json", help="where to write the JSON"
-    )
-    render.set_defaults(handler=_bench)
-    encode = bench_kinds.add_parser(
-        "encode", help="per encoder backend and resolution: fps, latency, bytes, CPU"
-    )
+    encode = benchmark("encode", "per encoder backend and resolution: fps, latency, bytes, CPU")
     encode.add_argument("--frames", type=int, default=120, help="frames per backend and size")
     encode.add_argument(
         "--sizes",
@@ -248,12 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="720p,1080p,4k",
         help="comma-separated, of 720p, 1080p, 4k (default: %(default)s)",
     )
-    encode.add_argument(
-        "--out", default="bench-results/encode.json", help="where to write the JSON"
+    coordinates = benchmark(
+        "coordinates", "network-coordinate RTT estimates against a synthetic topology"
     )
-    encode.set_defaults(handler=_bench)
-    network = bench_kinds.add_parser(
-        "network", help="a session through a lossy, narrow link: fps, latency, bitrate trace"
+    coordinates.add_argument("--nodes", type=int, default=1000, help="nodes in the topology")
+    coordinates.add_argument("--rounds", type=int, default=500, help="samples per node")
+    coordinates.add_argument("--seeds", type=int, default=5, help="topologies, seeds 1 to N")
+    network = benchmark(
+        "network", "a session through a lossy, narrow link: fps, latency, bitrate trace"
     )
     network.add_argument("--loss", type=float, default=0.02, help="downstream packet loss, 0-1")
     network.add_argument("--rate-mbps", type=float, default=4.0, help="bottleneck rate")
@@ -261,11 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--before", type=float, default=10.0, help="clean seconds first")
     network.add_argument("--impaired", type=float, default=20.0, help="impaired seconds")
     network.add_argument("--after", type=float, default=20.0, help="clean seconds after")
-    network.add_argument(
-        "--out", default="bench-results/network.json", help="where to write the JSON"
-    )
-    network.set_defaults(handler=_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

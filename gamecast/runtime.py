@@ -21,7 +21,8 @@ from streamer.capacity import (
     fixed_capacity,
     measure_frame_ms,
 )
-from streamer.encoder import NVENC, X264, install_encoder
+from streamer.capacity import describe as describe_capacity
+from streamer.encoder import H264_BACKENDS, X264, install_encoder
 from streamer.gpu import gpu_unavailable_reason
 from streamer.playout_delay import install_playout_delay
 
@@ -67,18 +68,19 @@ async def prepare_host(config: AgentConfig, sessions: int | None = None) -> Agen
     """Probe the host once, before registering: which encoder works, whether frames can be
     drawn on a GPU, and how many sessions fit (`sessions`: the operator's figure instead)."""
     choice = choose_encoder(config.encoder)
-    gpu_reason = gpu_unavailable_reason()
-    frames_on = "gpu" if gpu_reason is None and choice.backend != "aiortc" else "cpu"
-    if frames_on == "gpu":
+    # aiortc's own encoders take CPU frames only: no reason to look for a GPU then.
+    gpu_reason = "aiortc's encoders" if choice.backend == "aiortc" else gpu_unavailable_reason()
+    frames_on = "gpu" if gpu_reason is None else "cpu"
+    if gpu_reason is None:
         log.info("frames drawn on the GPU (CuPy), NV12 BT.709")
     else:
-        log.info("frames drawn on the CPU, I420 BT.601 (%s)", gpu_reason or "aiortc's encoders")
+        log.info("frames drawn on the CPU, I420 BT.601 (%s)", gpu_reason)
     shapes = advertised_shapes(config.max_width, config.max_height, config.max_fps)
     if sessions is not None:
         capacity = fixed_capacity(shapes, sessions)
         how = "set by the operator"
     else:
-        backend = NVENC if choice.backend == "nvenc" else X264
+        backend = H264_BACKENDS.get(choice.backend, X264)  # aiortc's: costed as x264
         costs = {
             size: await asyncio.to_thread(measure_frame_ms, backend, *size)
             for size in sorted({(width, height) for width, height, _ in shapes})
@@ -86,10 +88,7 @@ async def prepare_host(config: AgentConfig, sessions: int | None = None) -> Agen
         capacity = capacity_from_costs(costs, shapes, os.cpu_count() or 1)
         measured = ", ".join(f"{w}x{h} {ms:.1f} ms" for (w, h), ms in costs.items())
         how = f"from a self-benchmark (draw + encode per frame: {measured})"
-    log.info(
-        "capacity %s: %s", how,
-        ", ".join(f"{c.width}x{c.height}@{c.fps} x{c.sessions}" for c in capacity) or "none",
-    )  # fmt: skip
+    log.info("capacity %s: %s", how, describe_capacity(capacity))
     return dataclasses.replace(
         config,
         encoder=choice.backend,

@@ -13,7 +13,6 @@ advertised nothing (an agent that predates capacity) serves one session at a tim
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -40,8 +39,8 @@ class Availability(Enum):
     IN_SESSION = "in_session"
 
 
+# A seat is born RESERVED by `claim`; these are its moves after that.
 _ALLOWED_MOVES = {
-    (Availability.STANDBY, Availability.RESERVED),
     (Availability.RESERVED, Availability.IN_SESSION),
     (Availability.RESERVED, Availability.STANDBY),
     (Availability.IN_SESSION, Availability.STANDBY),
@@ -89,8 +88,7 @@ class StreamRequest:
 
 @dataclass(slots=True)
 class Seat:
-    request: StreamRequest
-    cost: float
+    cost: float  # the share of its container this session takes
     state: Availability = Availability.RESERVED
 
 
@@ -116,9 +114,21 @@ class ContainerRecord:
                 return busiest
         return Availability.STANDBY
 
-    def has_room(self, request: StreamRequest) -> bool:
-        cost = self.spec.seat_cost(request)
-        return cost is not None and self.load + cost <= _FULL
+
+def _cost_within_limits(spec: ContainerSpec, request: StreamRequest) -> float | None:
+    """The seat's cost on a container whose limits and capacity allow `request`, else None."""
+    within = (
+        spec.max_width >= request.width
+        and spec.max_height >= request.height
+        and spec.max_fps >= request.fps
+    )
+    return spec.seat_cost(request) if within else None
+
+
+def can_stream(spec: ContainerSpec, width: int, height: int, fps: int) -> bool:
+    """Whether `claim` would consider this container for a stream of that shape (any game):
+    what the play page may offer, by the claim's own rule."""
+    return _cost_within_limits(spec, StreamRequest("", width, height, fps)) is not None
 
 
 class ContainerRegistry:
@@ -165,34 +175,28 @@ class ContainerRegistry:
         ]
 
     def claim(self, request: StreamRequest, session_id: str) -> ContainerSpec:
-        """Pick a container with room for `request` and give `session_id` a seat on it."""
-        candidates = list(self._containers.values())
+        """Pick a container with room for `request` and give `session_id` a seat on it.
+
+        The filters run in order and the first that leaves nothing names the refusal.
+        """
         size = f"{request.width}x{request.height}@{request.fps}"
-        filters: tuple[tuple[str, Callable[[ContainerRecord], bool]], ...] = (
-            (f"hosting {request.game!r}", lambda r: request.game in r.spec.games),
-            (
-                f"able to stream {size}",
-                lambda r: (
-                    r.spec.max_width >= request.width
-                    and r.spec.max_height >= request.height
-                    and r.spec.max_fps >= request.fps
-                    and r.spec.seat_cost(request) is not None
-                ),
-            ),
-            (f"free for another {size} session", lambda r: r.has_room(request)),
-        )
-        if not candidates:
+        if not self._containers:
             raise NoContainerError("no container is registered")
-        for label, keep in filters:
-            candidates = [r for r in candidates if keep(r)]
-            if not candidates:
-                raise NoContainerError(f"no container is {label}")
+        hosting = [r for r in self._containers.values() if request.game in r.spec.games]
+        if not hosting:
+            raise NoContainerError(f"no container is hosting {request.game!r}")
+        able = [(r, cost) for r in hosting if (cost := _cost_within_limits(r.spec, request))]
+        if not able:
+            raise NoContainerError(f"no container is able to stream {size}")
+        free = [(r, cost) for r, cost in able if r.load + cost <= _FULL]
+        if not free:
+            raise NoContainerError(f"no container is free for another {size} session")
         # Spread sessions: the least loaded first, then the least used, then at random.
-        least = min((r.load, r.sessions_served) for r in candidates)
-        chosen = self._rng.choice([r for r in candidates if (r.load, r.sessions_served) == least])
-        cost = chosen.spec.seat_cost(request)
-        assert cost is not None  # the filters kept only containers that can stream it
-        chosen.seats[session_id] = Seat(request, cost)
+        least = min((r.load, r.sessions_served) for r, _ in free)
+        chosen, cost = self._rng.choice(
+            [(r, cost) for r, cost in free if (r.load, r.sessions_served) == least]
+        )
+        chosen.seats[session_id] = Seat(cost)
         chosen.sessions_served += 1
         return chosen.spec
 

@@ -30,7 +30,6 @@ class SessionBroker:
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
-        self._by_container: dict[str, set[str]] = {}  # session ids, one per seat
 
     # Containers --------------------------------------------------------------------------------
 
@@ -66,7 +65,7 @@ class SessionBroker:
     def container_gone(self, container_id: str, reason: str) -> list[Outgoing]:
         """The container disconnected or stopped heartbeating: end its sessions, forget it."""
         out: list[Outgoing] = []
-        for session_id in sorted(self._by_container.get(container_id, ())):
+        for session_id in sorted(self._seats_of(container_id)):
             out += self._end(self.sessions[session_id], reason, notify_container=False)
         if container_id in self.registry:
             self.registry.unregister(container_id)
@@ -117,7 +116,6 @@ class SessionBroker:
         session.move(SessionStatus.MATCHED)
         self.sessions[session.session_id] = session
         self._by_player[player_id] = session.session_id
-        self._by_container.setdefault(spec.container_id, set()).add(session.session_id)
         return [Outgoing("player", player_id, p.Matched(session.session_id, spec.container_id))]
 
     def offer(self, player_id: str, message: p.Offer) -> list[Outgoing]:
@@ -146,10 +144,16 @@ class SessionBroker:
             raise p.ProtocolError("unexpected", "no session: send play first")
         return self.sessions[session_id]
 
+    def _seats_of(self, container_id: str) -> list[str]:
+        """The sessions holding a seat on this container (none once it is unregistered)."""
+        if container_id not in self.registry:
+            return []
+        return list(self.registry.get(container_id).seats)
+
     def _container_session(
         self, container_id: str, session_id: str, status: SessionStatus | None
     ) -> Session:
-        if session_id not in self._by_container.get(container_id, ()):
+        if session_id not in self._seats_of(container_id):
             raise p.ProtocolError("unexpected", f"session {session_id!r} is not this container's")
         session = self.sessions[session_id]
         if status is not None and session.status is not status:
@@ -172,10 +176,6 @@ class SessionBroker:
         out = [Outgoing("player", session.player_id, p.Ended(session.session_id, reason))]
         container_id = session.container_id
         if container_id is not None:
-            seats = self._by_container[container_id]
-            seats.discard(session.session_id)
-            if not seats:
-                del self._by_container[container_id]
             if container_id in self.registry:
                 self.registry.release(container_id, session.session_id)
             if notify_container:

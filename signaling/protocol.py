@@ -177,8 +177,8 @@ class Register(Message):
     container: str = field(metadata={"max": 64})
     games: list[str] = field(metadata={"max": 64, "items": MAX_LIST})
     encoders: list[str] = field(metadata={"max": 32, "items": 8})
-    max_width: int = field(metadata={"low": 320, "high": 7680})
-    max_height: int = field(metadata={"low": 180, "high": 4320})
+    max_width: int = field(metadata={"low": 320, "high": 7680, "even": True})
+    max_height: int = field(metadata={"low": 180, "high": 4320, "even": True})
     max_fps: int = field(metadata={"low": 1, "high": 240})
     host: HostSpecs | None = field(default=None, metadata={"record": HostSpecs, "null": True})
     # Why this encoder (streamer/backends.py), where frames are drawn, and how many sessions

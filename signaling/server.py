@@ -22,11 +22,12 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from indexer.registry import ContainerRecord, ContainerRegistry
+from indexer.registry import ContainerRecord, ContainerRegistry, can_stream
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.rate_limit import TokenBucket
 from streamer import input_events
+from streamer.capacity import SHAPES
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,8 @@ def _container_row(record: ContainerRecord, now: float) -> dict[str, Any]:
         "max_height": spec.max_height,
         "max_fps": spec.max_fps,
         "availability": record.availability.value,
+        # The player's choices (streamer/capacity.py SHAPES) this container would be matched to.
+        "offers": [f"{w}x{h}@{fps}" for w, h, fps in SHAPES if can_stream(spec, w, h, fps)],
         "sessions": sorted(record.seats),
         "load": round(record.load, 3),
         "capacity": [asdict(c) for c in spec.capacity],

@@ -71,13 +71,18 @@ def probe_nvenc() -> Probe:
 
 
 @functools.cache
+def host_nvenc() -> Probe:
+    """This host's NVENC, probed once per process (every agent and test shares the answer)."""
+    return probe_nvenc()
+
+
 def nvenc_unavailable_reason() -> str | None:
-    """None where NVENC works on this host; else why not (probed once per process)."""
-    probe = probe_nvenc()
+    """None where NVENC works on this host; else why not."""
+    probe = host_nvenc()
     return None if probe.available else probe.reason
 
 
-def choose_encoder(requested: str, probe: Callable[[], Probe] = probe_nvenc) -> EncoderChoice:
+def choose_encoder(requested: str, probe: Callable[[], Probe] = host_nvenc) -> EncoderChoice:
     """Resolve `requested` (one of CHOICES) against the host; logs the choice and its reason.
 
     "auto" takes NVENC where it works, else x264. An explicit "nvenc" that does not work falls

@@ -12,22 +12,31 @@ who knows better overrides it (`gamecast container --capacity N`).
 from __future__ import annotations
 
 import fractions
+import functools
 import math
 import time
 from collections.abc import Iterable
-
-import av
 
 from signaling.protocol import MAX_SESSIONS, StreamCapacity
 from streamer.encoder import BT601, H264Backend, LowLatencyH264Encoder
 from streamer.game import ReferenceGame
 from streamer.input_events import KeyEvent
-from streamer.marker import FrameMarker, paint_marker_i420
+from streamer.marker import FrameMarker
+from streamer.track import cpu_frame
 
 SEND_OVERHEAD = 2.0  # whole-session CPU per unit of draw + encode time (see the docstring)
 HEADROOM = 0.8  # share of the cores sessions may take; the rest is the agent's and the OS's
 WARMUP_FRAMES = 6  # encoded but not timed (see measure_frame_ms)
 SHAPES = ((1280, 720, 60), (1920, 1080, 60), (1280, 720, 120), (1920, 1080, 120))
+
+
+class CapacityError(RuntimeError):
+    """This host cannot stream any shape it would offer; the message says what to change."""
+
+
+def describe(capacity: Iterable[StreamCapacity]) -> str:
+    """One line for logs and the CLI, e.g. "1280x720@60 x3, 1920x1080@60 x1"."""
+    return ", ".join(f"{c.width}x{c.height}@{c.fps} x{c.sessions}" for c in capacity)
 
 
 def sessions_for(frame_ms: float, fps: int, cores: int) -> int:
@@ -54,12 +63,19 @@ def capacity_from_costs(
     cores: int,
 ) -> list[StreamCapacity]:
     """Per shape, sessions from the measured cost of a frame at its size; a shape this host
-    cannot sustain even once is left out, so no player is matched to it."""
+    cannot sustain even once is left out, so no player is matched to it. None at all is an
+    error: an empty list would read, to the indexer, as an agent that predates capacity."""
     capacity = []
     for width, height, fps in shapes:
         sessions = sessions_for(frame_ms[(width, height)], fps, cores)
         if sessions >= 1:
             capacity.append(StreamCapacity(width, height, fps, sessions))
+    if not capacity:
+        costs = ", ".join(f"{w}x{h} {ms:.1f} ms" for (w, h), ms in frame_ms.items())
+        raise CapacityError(
+            f"this host cannot sustain one session of any shape it would offer (a frame costs "
+            f"{costs} on {cores} cores): lower --max-size or --max-fps, or set --capacity"
+        )
     return capacity
 
 
@@ -84,9 +100,7 @@ def measure_frame_ms(backend: H264Backend, width: int, height: int, frames: int 
     for index in range(WARMUP_FRAMES + frames):
         started = time.perf_counter()
         game.advance()
-        picture = game.render_i420()
-        paint_marker_i420(picture, FrameMarker.at(index, 0, 1))
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame = cpu_frame(game, functools.partial(FrameMarker.at, index, 0, 1))
         frame.pts, frame.time_base = index, time_base
         encoder.encode_frame(frame, keyframe=index == 0)
         samples.append((time.perf_counter() - started) * 1000)

@@ -136,6 +136,7 @@ class LowLatencyH264Encoder(Encoder):
         self.backend = backend
         self.colour = colour
         self._codec: Any = None
+        self._opened: Any = None  # the codec whose opening was logged
         self._lock = threading.Lock()
         self._requested_bitrate: int | None = None
         self._ceiling = MAX_BITRATE
@@ -159,8 +160,9 @@ class LowLatencyH264Encoder(Encoder):
         frame.pict_type = (
             av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         )
-        packets = codec.encode(frame)  # opens the codec on the first frame
-        if self.frames_encoded == 0:
+        packets = codec.encode(frame)  # opens the codec on its first frame
+        if codec is not self._opened:  # said once it really opened, and again if reopened
+            self._opened = codec
             log.info(
                 "%s encoder: %dx%d@%s from %s, up to %.1f Mb/s", self.backend.name,
                 codec.width, codec.height, codec.framerate, codec.pix_fmt, self._ceiling / 1e6,
@@ -282,4 +284,4 @@ def install_encoder(name: str) -> None:
         )
     hook = stock_get_encoder if name == "aiortc" else _gamecast_get_encoder
     _sender_module.get_encoder = hook  # type: ignore[attr-defined]
-    log.info("video encoder: %s", name)
+    log.debug("aiortc's encoder lookup now gives %s", name)  # the choice is logged where made

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fractions
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -42,6 +43,34 @@ from streamer.pipeline import SenderPipeline
 MAX_PENDING_INPUT = 1024  # a burst beyond this is dropped oldest-first; rate limits sit before it
 
 
+# Draws the game's current state as a frame to encode; calls `mark` for the frame's marker
+# once its pixels are final (shared/MARKER.md: the capture time).
+FrameSource = Callable[[ReferenceGame, Callable[[], FrameMarker]], av.VideoFrame]
+
+
+def cpu_frame(game: ReferenceGame, mark: Callable[[], FrameMarker]) -> av.VideoFrame:
+    """The CPU path: I420 (BT.601) drawn directly, marker painted, wrapped without a copy."""
+    picture = game.render_i420()
+    paint_marker_i420(picture, mark())
+    return av.VideoFrame.from_ndarray(picture, format="yuv420p")
+
+
+def _gpu_frame_source(game: ReferenceGame, on_device: bool) -> FrameSource:
+    """The GPU path (CuPy, GPU hosts only): NV12 (BT.709) drawn, marked and converted on the
+    device, handed to NVENC where it is (`on_device`) or copied to the host once for x264."""
+    from streamer.gpu import GpuFrameSource, nv12_to_host  # noqa: PLC0415
+
+    source = GpuFrameSource(game)
+
+    def frame(_: ReferenceGame, mark: Callable[[], FrameMarker]) -> av.VideoFrame:
+        nv12 = source.render_nv12(mark())
+        if on_device:
+            return av.VideoFrame.from_dlpack(nv12_planes(nv12), format="nv12")
+        return av.VideoFrame.from_ndarray(nv12_to_host(nv12), format="nv12")
+
+    return frame
+
+
 class GameVideoTrack(MediaStreamTrack):
     kind = "video"
 
@@ -61,10 +90,8 @@ class GameVideoTrack(MediaStreamTrack):
         self._steady_release = steady_release
         self.fps = fps
         self.game = ReferenceGame(width, height, seed)
-        self.on_gpu = False  # decided in `start`
         self._gpu = gpu
-        self._gpu_source: Any = None
-        self._cuda_frames = False
+        self._frame_source: FrameSource = cpu_frame  # a GPU one, if `start` chooses it
         self.frames_produced = 0
         self.pipeline: SenderPipeline | None = None
         self._time_base = fractions.Fraction(1, fps)
@@ -83,13 +110,9 @@ class GameVideoTrack(MediaStreamTrack):
         encoder, bitrate = None, None
         if backend is not None:
             game = self.game
-            self.on_gpu = self._gpu
-            if self.on_gpu:
-                from streamer.gpu import GpuFrameSource  # noqa: PLC0415  (CuPy: GPU hosts only)
-
-                self._gpu_source = GpuFrameSource(game)
-                self._cuda_frames = backend is NVENC
-            encoder = LowLatencyH264Encoder(backend, BT709 if self.on_gpu else BT601)
+            if self._gpu:
+                self._frame_source = _gpu_frame_source(game, on_device=backend is NVENC)
+            encoder = LowLatencyH264Encoder(backend, BT709 if self._gpu else BT601)
             bitrate = BitrateController(MIN_BITRATE, bitrate_for(game.width, game.height, self.fps))
         self.pipeline = SenderPipeline(
             self._produce, self.fps, encoder, bitrate, self._steady_release
@@ -108,12 +131,7 @@ class GameVideoTrack(MediaStreamTrack):
         while self._pending:
             game.apply(self._pending.popleft())
         game.advance()
-        if self._gpu_source is not None:
-            frame = self._gpu_frame(self._marker())  # drawn, marked, converted in one go
-        else:
-            picture = game.render_i420()
-            paint_marker_i420(picture, self._marker())  # pixels final: the capture time
-            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame = self._frame_source(game, self._marker)
         frame.pts = slot
         frame.time_base = self._time_base
         self.frames_produced += 1
@@ -123,14 +141,6 @@ class GameVideoTrack(MediaStreamTrack):
         """This frame's marker; its capture time is now (shared/MARKER.md: pixels final)."""
         now_ms = time.time_ns() // 1_000_000
         return FrameMarker.at(self.frames_produced, now_ms, self.game.input_sequence)
-
-    def _gpu_frame(self, marker: FrameMarker) -> av.VideoFrame:
-        from streamer.gpu import nv12_to_host  # noqa: PLC0415
-
-        nv12 = self._gpu_source.render_nv12(marker)
-        if self._cuda_frames:  # NVENC reads GPU memory itself
-            return av.VideoFrame.from_dlpack(nv12_planes(nv12), format="nv12")
-        return av.VideoFrame.from_ndarray(nv12_to_host(nv12), format="nv12")
 
     def stop(self) -> None:
         super().stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,6 +46,15 @@ async def browser() -> AsyncIterator[object]:
     """Debian's Chromium, headless, driven by Playwright."""
     async with launch_chromium() as instance:
         yield instance
+
+
+async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """A new page at `url`, with the list its uncaught exceptions collect in from the start."""
+    errors: list[str] = []
+    page = await browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url)
+    return page, errors
 
 
 async def eventually(predicate: Callable[[], bool], seconds: float = 5) -> None:

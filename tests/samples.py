@@ -7,8 +7,10 @@ from collections.abc import Iterable
 
 import av
 import numpy as np
+from aiortc.codecs.h264 import H264PayloadDescriptor
 
 from signaling import protocol as p
+from streamer.encoder import EncodedFrame
 from streamer.game import ReferenceGame
 from streamer.input_events import KeyEvent, PointerButton, PointerMove
 
@@ -35,6 +37,26 @@ L4_TELEMETRY = p.GpuTelemetry(
     encoder_capacity_hevc=75,
     encoder_capacity_av1=70,
 )
+
+
+class H264Receiver:
+    """Depacketizes (with aiortc's own RFC 6184 depacketizer) and decodes EncodedFrames as a
+    receiver would, in order."""
+
+    def __init__(self) -> None:
+        self.codec = av.CodecContext.create("h264", "r")
+
+    @staticmethod
+    def annex_b(frame: EncodedFrame) -> bytes:
+        """The access unit's NAL units as an Annex-B bitstream (each after a start code)."""
+        return b"".join(H264PayloadDescriptor.parse(payload)[1] for payload in frame.payloads)
+
+    def decode(self, frame: EncodedFrame) -> list[av.VideoFrame]:
+        return list(self.codec.decode(av.Packet(self.annex_b(frame))))
+
+    def flush(self) -> list[av.VideoFrame]:
+        """The pictures the decoder still holds at the end of the stream."""
+        return list(self.codec.decode(None))
 
 
 def played(game: ReferenceGame, pointer: tuple[float, float] = (0.3, 0.6)) -> ReferenceGame:

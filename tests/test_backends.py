@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import re
 
 import av
 import numpy as np
@@ -24,6 +25,7 @@ from streamer.colour import i420_planes
 from streamer.encoder import BT601, BT709, NVENC, X264, LowLatencyH264Encoder
 from streamer.game import ReferenceGame
 from streamer.marker import FrameMarker, paint_marker_i420, read_marker
+from tests.samples import H264Receiver
 
 WORKING_NVENC = Probe("nvenc", True, "h264_nvenc opened and encoded a test frame")
 
@@ -88,35 +90,18 @@ def _frame(picture: np.ndarray, format: str) -> av.VideoFrame:
 
 def _decode(encoder: LowLatencyH264Encoder, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
     """Encode `frames` (the first as an IDR) and decode them back as a browser would."""
-    decoder = av.CodecContext.create("h264", "r")
+    receiver = H264Receiver()
     decoded = []
     for index, frame in enumerate(frames):
-        encoded = encoder.encode_frame(frame, keyframe=index == 0)
-        bitstream = b"".join(b"\x00\x00\x00\x01" + nal for nal in _nal_units(encoded.payloads))
-        decoded += decoder.decode(av.Packet(bitstream))
-    decoded += decoder.decode(None)
+        decoded += receiver.decode(encoder.encode_frame(frame, keyframe=index == 0))
+    decoded += receiver.flush()
     assert len(decoded) == len(frames)
     return decoded
 
 
-def _nal_units(payloads: list[bytes]) -> list[bytes]:
-    """Undo RFC 6184 packetization (single NAL, STAP-A, FU-A) for one access unit."""
-    units: list[bytes] = []
-    for payload in payloads:
-        kind = payload[0] & 0x1F
-        if kind == 24:  # STAP-A: 16-bit sizes
-            at = 1
-            while at < len(payload):
-                size = int.from_bytes(payload[at : at + 2], "big")
-                units.append(payload[at + 2 : at + 2 + size])
-                at += 2 + size
-        elif kind == 28:  # FU-A
-            if payload[1] & 0x80:
-                units.append(bytes([(payload[0] & 0xE0) | (payload[1] & 0x1F)]))
-            units[-1] += payload[2:]
-        else:
-            units.append(payload)
-    return units
+def _split_on_start_codes(annex_b: bytes) -> list[bytes]:
+    """Split an Annex-B bitstream on its start codes (00 00 00 01 or 00 00 01)."""
+    return [nal for nal in re.split(b"\x00\x00\x00?\x01", annex_b) if nal]
 
 
 @pytest.mark.parametrize(("colour", "expected"), [(BT601, 6), (BT709, 1)])
@@ -124,7 +109,8 @@ def test_the_stream_signals_its_colour_and_constrained_baseline(colour, expected
     encoder = LowLatencyH264Encoder(X264, colour)
     frame = _frame(np.full((144 * 3 // 2, 256), 128, np.uint8), "yuv420p")
     encoded = encoder.encode_frame(frame, keyframe=True)
-    sps = next(nal for nal in _nal_units(encoded.payloads) if nal[0] & 0x1F == 7)
+    nal_units = _split_on_start_codes(H264Receiver.annex_b(encoded))
+    sps = next(nal for nal in nal_units if nal[0] & 0x1F == 7)
     assert sps[1] == 66 and sps[2] & 0x40  # profile_idc Baseline, constraint_set1: Constrained
     (decoded,) = _decode(LowLatencyH264Encoder(X264, colour), [frame])
     assert (decoded.colorspace, decoded.color_primaries, decoded.color_trc) == (expected,) * 3

@@ -10,6 +10,7 @@ import pytest
 from gamecast.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
 from streamer.playout_delay import URI
+from tests.conftest import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -26,20 +27,17 @@ async def network_720p60() -> AsyncIterator[tuple[RunningServer, ContainerAgent]
         yield running
 
 
-async def _open_and_play(browser: Any, url: str, errors: list[str]) -> Any:
-    """Open the page and press Play; uncaught page exceptions collect in `errors`."""
-    page = await browser.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url)
+async def _open_and_play(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """Open the page and press Play; uncaught page exceptions collect in the list returned."""
+    page, errors = await open_page(browser, url)
     await page.click("#play")
     await page.wait_for_function("window.gamecast.status === 'playing'", timeout=20_000)
-    return page
+    return page, errors
 
 
 async def test_play_decodes_frames_and_input_reaches_the_marker(network, browser) -> None:
     server, _ = network
-    errors: list[str] = []
-    page = await _open_and_play(browser, server.url + "/", errors)
+    page, errors = await _open_and_play(browser, server.url + "/")
     await page.wait_for_function("window.gamecast.markersRead >= 30", timeout=20_000)
     assert await page.evaluate(VIDEO_SIZE) == [1280, 720]
 
@@ -80,10 +78,7 @@ async def test_options_no_container_advertises_are_disabled_and_720p60_plays(
     network_720p60, browser
 ) -> None:
     server, _ = network_720p60
-    errors: list[str] = []
-    page = await browser.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(server.url + "/")
+    page, errors = await open_page(browser, server.url + "/")
     await page.evaluate("window.gamecast.qualitiesChecked")
     assert await page.evaluate(OPTIONS) == [
         ["1280x720@60", False, ""],
@@ -105,10 +100,7 @@ async def test_options_no_container_advertises_are_disabled_and_720p60_plays(
 
 async def test_choosing_1080p60_streams_1920x1080(network, browser) -> None:
     server, _ = network
-    errors: list[str] = []
-    page = await browser.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(server.url + "/")
+    page, errors = await open_page(browser, server.url + "/")
     await page.evaluate("window.gamecast.qualitiesChecked")
     assert [disabled for _, disabled, _ in await page.evaluate(OPTIONS)] == [False] * 4
     await page.select_option("#quality", "1920x1080@60")

@@ -11,6 +11,7 @@ from gamecast.runtime import embedded_network, prepare_host
 from signaling.protocol import StreamCapacity
 from streamer.agent import AgentConfig
 from streamer.capacity import (
+    CapacityError,
     advertised_shapes,
     capacity_from_costs,
     fixed_capacity,
@@ -59,6 +60,12 @@ def test_a_shape_the_host_cannot_sustain_is_not_advertised() -> None:
         StreamCapacity(1920, 1080, 60, 1),
         StreamCapacity(1280, 720, 120, 1),
     ]
+
+
+def test_a_host_that_sustains_no_shape_is_refused_rather_than_advertising_none() -> None:
+    # An empty capacity would read as an agent that predates capacity (one session, any shape).
+    with pytest.raises(CapacityError, match="cannot sustain one session of any shape"):
+        capacity_from_costs({(1920, 1080): 40.0}, [(1920, 1080, 60)], cores=1)
 
 
 def test_the_operators_figure_is_bounded() -> None:

@@ -80,6 +80,7 @@ def test_bad_arguments_say_what_is_wrong(argv: list[str]) -> None:
             "argument --max-size: width 8000 is outside [320, 7680]",
         ),
         (["up", "--max-fps", "0"], "argument --max-fps: frame rate 0 is outside [1, 240]"),
+        (["up", "--max-size", "1281x720"], "argument --max-size: width 1281 must be even"),
         (["up", "--capacity", "0"], "argument --capacity: capacity is a number of sessions, 1 to"),
         (["up", "--encoder", "quicksync"], "argument --encoder: invalid choice: 'quicksync'"),
         (
@@ -109,6 +110,19 @@ def test_render_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
     assert ("1280x720", "game render I420 (sent)") in stages
     assert ("1920x1080", "RGB->I420 swscale") in stages
     assert "game render I420 (sent)" in result.stdout
+
+
+def test_coordinates_benchmark_prints_each_seed_and_the_target(tmp_path) -> None:
+    out = tmp_path / "coordinates.json"
+    result = subprocess.run(
+        [*GAMECAST, "bench", "coordinates", "--nodes", "200", "--rounds", "50", "--seeds", "2",
+         "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["nodes"], r["seed"]) for r in rows] == [(200, 1), (200, 2)]
+    assert all(0 <= r["median_error"] <= r["p90_error"] for r in rows)
+    assert "target (issue 5): " in result.stdout
 
 
 def test_encode_benchmark_compares_backends_and_says_why_one_is_missing(tmp_path) -> None:

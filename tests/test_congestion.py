@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
-from tests.conftest import unexplained_gaps
+from tests.conftest import eventually, unexplained_gaps
 from verifier.bot import BotPlayer
 from verifier.frame_stats import FrameLog
 
 CAP_BPS = 3_000_000  # well under the 5.5 Mb/s a 720p60 stream starts at
-
-
-async def wait_until(predicate: Callable[[], bool], seconds: float) -> None:
-    """Poll a peer's state: congestion control acts on RTCP that comes about once a second."""
-    async with asyncio.timeout(seconds):
-        while not predicate():  # noqa: ASYNC110 (the state belongs to a peer)
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http,
         assert pipeline.bitrate.target > CAP_BPS
 
         relay.downstream.config = LinkConfig(loss=0.02, rate_bps=CAP_BPS, queue_ms=100)
-        await wait_until(lambda: pipeline.bitrate.target < CAP_BPS, seconds=20)
+        await eventually(lambda: pipeline.bitrate.target < CAP_BPS, seconds=20)
         assert relay.downstream.counters.dropped_loss > 0
 
         # Under the cap, once adapted, the game keeps playing: readable frames keep coming,
@@ -65,7 +58,7 @@ async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http,
         lowest = pipeline.bitrate.target
 
         relay.downstream.config = LinkConfig()
-        await wait_until(lambda: pipeline.bitrate.target > 1.1 * lowest, seconds=20)
+        await eventually(lambda: pipeline.bitrate.target > 1.1 * lowest, seconds=20)
         assert pipeline.bitrate.trace[-1].bitrate > lowest
         frames = bot.log.frames
         await bot.wait_frames(frames + 60)

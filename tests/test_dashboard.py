@@ -8,6 +8,7 @@ import pytest
 
 from signaling.protocol import GpuSpec, HostSpecs, Register
 from streamer.telemetry import TelemetryReader
+from tests.conftest import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -19,10 +20,7 @@ async def test_dashboard_lists_the_container_with_its_specs(network, http, brows
     server, _ = network
     with TelemetryReader() as reader:
         here = await asyncio.to_thread(reader.host_specs)
-    errors: list[str] = []
-    page = await browser.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(server.url + "/")
+    page, errors = await open_page(browser, server.url + "/")
     await page.click("#dashboard")  # linked from the play page
     await page.wait_for_function(POLLED.format(1, 1), timeout=10_000)
 
@@ -60,8 +58,7 @@ async def test_server_strings_are_shown_as_text_never_as_markup(network, http, b
     async with http.ws_connect(server.container_url) as evil:
         await evil.send_str(register.to_json())
         assert (await evil.receive_json())["type"] == "registered"
-        page = await browser.new_page()
-        await page.goto(server.url + "/static/dashboard.html")
+        page, _ = await open_page(browser, server.url + "/static/dashboard.html")
         await page.wait_for_function(POLLED.format(1, 2), timeout=10_000)
         card = page.locator(CARD.format("evil"))
         text = await card.inner_text()

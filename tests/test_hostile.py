@@ -163,8 +163,9 @@ async def test_bad_input_is_rejected_with_reasons_and_the_session_plays_on(
     assert session.input.rejected == len(BAD_INPUT)
 
     arrived = -1
-    while arrived != (arrived := session.input.accepted + session.input.rate_limited):  # noqa: ASYNC110 (a peer's counters)
-        await asyncio.sleep(0.3)  # until the flood has stopped arriving
+    async with asyncio.timeout(30):
+        while arrived != (arrived := session.input.accepted + session.input.rate_limited):  # noqa: ASYNC110 (a peer's counters)
+            await asyncio.sleep(0.3)  # until the flood has stopped arriving
     await asyncio.sleep(1.0)  # let the bucket refill, then a valid event still gets through
     seq = bot.send_input({"type": "key", "code": "KeyW", "down": True})
     assert seq == flood + 1  # numbered after the whole flood

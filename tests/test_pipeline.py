@@ -6,10 +6,8 @@ import asyncio
 import itertools
 import time
 
-import av
 import numpy as np
 import pytest
-from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 
 from streamer.colour import i420_planes
@@ -17,17 +15,7 @@ from streamer.encoder import X264, EncodedFrame
 from streamer.marker import read_marker
 from streamer.pipeline import MAX_BACKLOG, SenderPipeline
 from streamer.track import GameVideoTrack
-
-
-class H264Receiver:
-    """Depacketizes and decodes EncodedFrames as a receiver would, in order."""
-
-    def __init__(self) -> None:
-        self.codec = av.CodecContext.create("h264", "r")
-
-    def decode(self, frame: EncodedFrame) -> list[av.VideoFrame]:
-        annex_b = b"".join(H264PayloadDescriptor.parse(p)[1] for p in frame.payloads)
-        return list(self.codec.decode(av.Packet(annex_b)))
+from tests.samples import H264Receiver
 
 
 async def frames_from(track: GameVideoTrack, count: int) -> list[EncodedFrame]:

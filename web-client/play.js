@@ -96,10 +96,8 @@ async function refreshQualities() {
   }
   const select = $("quality");
   for (const option of select.options) {
-    const { width, height, fps } = parseQuality(option.value);
-    const offered = containers.some(
-      (c) => width <= c.max_width && height <= c.max_height && fps <= c.max_fps,
-    );
+    // The server says which choices each container takes, by the indexer's own rule.
+    const offered = containers.some((c) => c.offers.includes(option.value));
     option.disabled = !offered;
     option.title = offered ? "" : `no container offers ${option.value}`;
   }
