@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := chromium
+APT_PACKAGES := chromium redis-server
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck install system-deps clean

@@ -29,7 +29,7 @@ from enum import Enum
 import numpy as np
 from numpy.typing import NDArray
 
-from indexer.registry import IndexerError
+from indexer.errors import IndexerError
 
 Vector = NDArray[np.float64]
 _ZERO = 1.0e-6  # seconds: below this two vectors coincide and the direction is drawn at random

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TypeAlias
 
-from indexer.registry import IndexerError
+from indexer.errors import IndexerError
 
 
 class IllegalEventError(IndexerError):

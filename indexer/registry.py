@@ -16,19 +16,8 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
+from indexer.errors import ClaimError, IndexerError, NoContainerError
 from signaling.protocol import HostSpecs, StreamCapacity, Telemetry
-
-
-class IndexerError(Exception):
-    """Base of the indexer's errors."""
-
-
-class NoContainerError(IndexerError):
-    """No container can take this request; the message names the filter that emptied the set."""
-
-
-class ClaimError(IndexerError):
-    """A claim or release does not fit the container's availability (our misuse)."""
 
 
 class Availability(Enum):

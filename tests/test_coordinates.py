@@ -18,7 +18,7 @@ from indexer.coordinates import (
     VivaldiConfig,
     update,
 )
-from indexer.registry import IndexerError
+from indexer.errors import IndexerError
 
 
 def book_of(*node_ids: str) -> CoordinateBook:
