@@ -1,4 +1,4 @@
-"""The one command: `gamecast up | indexer | container | bench`."""
+"""The one command: `gamecast up | indexer | container | keys | bench`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import re
 import socket
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gamecast.runtime import embedded_network, run_agent, serve
+from indexer.keys import HostCredentials, KeyStore, KeyStoreError, write_private_key
 from signaling.protocol import MAX_SESSIONS, Register
+from signaling.server import ServerConfig
 from streamer.agent import AgentConfig
 from streamer.backends import CHOICES as ENCODER_CHOICES
 from streamer.capacity import describe as describe_capacity
@@ -33,6 +37,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     except KeyboardInterrupt:
         print("\ngamecast: stopped", file=sys.stderr)
 
+
+DEFAULT_KEY_STORE = Path.home() / ".local/share/gamecast/host-keys.json"
 
 # A container may advertise what the register message accepts, no more: checked here, so a bad
 # flag is a usage error now rather than a registration the indexer refuses later.
@@ -119,10 +125,46 @@ async def _up(args: argparse.Namespace) -> None:
 
 
 async def _indexer(args: argparse.Namespace) -> None:
-    async with serve(args.host, args.port) as server:
-        print(f"gamecast indexer listening on {server.url}/")
+    config = ServerConfig(
+        heartbeat_period=args.heartbeat_period,
+        missed_heartbeats=args.missed_heartbeats,
+        host_keys=args.host_keys,
+        redis_url=args.redis,
+        indexers=tuple(args.publish),
+        **({"indexer_id": args.indexer_id} if args.indexer_id else {}),
+    )
+    async with serve(args.host, args.port, config) as server:
+        print(f"gamecast indexer {config.indexer_id} listening on {server.url}/", flush=True)
         print(f"  containers connect to {server.container_url}")
+        print(f"  host keys: {args.host_keys} (gamecast keys issue --host NAME)")
+        shared = f"shared through {args.redis}" if args.redis else "in memory (one indexer)"
+        print(f"  registry: {shared}", flush=True)
         await _forever()
+
+
+def _keys(args: argparse.Namespace) -> None:
+    """Issue, revoke or list host keys; the store holds public keys only."""
+    try:
+        store = KeyStore.load(args.store)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if args.action == "issue":
+            out = args.out or Path(f"{args.host}.gamecast-key")
+            key, key_file = store.issue(args.host, now)
+            write_private_key(out, key_file)  # first: a key nobody holds is not stored
+            store.save()
+            print(f"issued {key.key_id} for host {key.host}")
+            print(f"  the operator's key file: {out} (keep it secret; mode 0600)")
+            print(f"  run: gamecast container --host-key {out} --server ws://INDEXER/ws/container")
+        elif args.action == "revoke":
+            key = store.revoke(args.key_id, now)
+            store.save()
+            print(f"revoked {key.key_id} (host {key.host}); running indexers refuse it from now")
+        else:
+            for key in store.keys():  # noqa: SIM118  (a KeyStore, not a dict)
+                state = f"revoked {key.revoked_at}" if key.revoked else "active"
+                print(f"{key.key_id}  {key.host:<24} issued {key.issued_at}  {state}")
+    except KeyStoreError as exc:
+        raise SystemExit(f"gamecast keys: {exc}") from None
 
 
 async def _container(args: argparse.Namespace) -> None:
@@ -137,6 +179,9 @@ async def _container(args: argparse.Namespace) -> None:
         max_width=width,
         max_height=height,
         max_fps=args.max_fps,
+        region=args.region,
+        price_per_minute=args.price,
+        host_key=None if args.host_key is None else HostCredentials.load(args.host_key),
     )
     async with run_agent(config, args.capacity):
         print(f"container {args.id} registered with {args.server}")
@@ -146,6 +191,14 @@ async def _container(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     # Imported on demand: the latency benchmark pulls in Playwright.
     importlib.import_module(f"benchmarks.{args.benchmark}").main(args)
+
+
+def _bench_indexer(args: argparse.Namespace) -> None:
+    from benchmarks import indexer  # noqa: PLC0415  (benchmarks on demand)
+
+    options = ["--containers", str(args.containers), "--requests", str(args.requests)]
+    options += ["--baseline-requests", str(args.baseline_requests), "--seed", str(args.seed)]
+    indexer.main([*options, "--json", args.out])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +262,41 @@ def build_parser() -> argparse.ArgumentParser:
     indexer = commands.add_parser("indexer", help="run the signaling server and indexer only")
     indexer.add_argument("--host", default="127.0.0.1")
     indexer.add_argument("--port", type=int, default=8080)
+    indexer.add_argument(
+        "--host-keys",
+        type=Path,
+        default=DEFAULT_KEY_STORE,
+        help="the host key store registrations are checked against (default: %(default)s)",
+    )
+    indexer.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the registry with other indexers: redis://HOST:PORT or unix:///PATH",
+    )
+    indexer.add_argument("--indexer-id", help="this indexer's id on the network (default: random)")
+    indexer.add_argument(
+        "--publish",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="an indexer players may use (http://HOST:PORT); repeat for each, this one included",
+    )
+    indexer.add_argument("--heartbeat-period", type=float, default=2.0, metavar="SECONDS")
+    indexer.add_argument("--missed-heartbeats", type=int, default=3, metavar="N")
     indexer.set_defaults(handler=lambda a: _run(_indexer(a)))
+
+    keys = commands.add_parser("keys", help="issue, revoke and list the hosts' keys")
+    keys.add_argument("--store", type=Path, default=DEFAULT_KEY_STORE, help="%(default)s")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    issue = key_actions.add_parser("issue", help="a new key for an operator's host")
+    issue.add_argument("--host", required=True, help="the operator's name for the host")
+    issue.add_argument(
+        "--out", type=Path, help="the key file to write (default: HOST.gamecast-key)"
+    )
+    revoke = key_actions.add_parser("revoke", help="refuse a key's registrations from now on")
+    revoke.add_argument("key_id")
+    key_actions.add_parser("list", help="every key, active or revoked")
+    keys.set_defaults(handler=_keys)
 
     container = commands.add_parser(
         "container", help="run a container agent that streams the reference game"
@@ -218,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", required=True, help="ws://HOST:PORT/ws/container of an indexer"
     )
     container.add_argument("--id", default=f"{socket.gethostname()}-1", help="this container's id")
+    container.add_argument(
+        "--host-key", type=Path, help="the key file `gamecast keys issue` wrote for this host"
+    )
+    container.add_argument("--region", default="", help="where the host is, e.g. eu-west")
+    container.add_argument(
+        "--price", type=float, default=0.0, help="what a player pays per minute (default: 0)"
+    )
     media(container)
     container.set_defaults(handler=lambda a: _run(_container(a)))
 
@@ -260,6 +354,17 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     coordinates.add_argument("--nodes", type=int, default=1000, help="nodes in the topology")
     coordinates.add_argument("--rounds", type=int, default=500, help="samples per node")
     coordinates.add_argument("--seeds", type=int, default=5, help="topologies, seeds 1 to N")
+    indexer = bench_kinds.add_parser(
+        "indexer", help="selection decisions/s on 40,000 containers; claims/s on Redis"
+    )
+    indexer.add_argument("--containers", type=int, default=40_000)
+    indexer.add_argument("--requests", type=int, default=200_000, help="timed decisions")
+    indexer.add_argument(
+        "--baseline-requests", type=int, default=2_000, help="decisions of the plain scan"
+    )
+    indexer.add_argument("--seed", type=int, default=1)
+    indexer.add_argument("--out", default="bench-results/indexer.json")
+    indexer.set_defaults(handler=_bench_indexer)
     network = benchmark(
         "network", "a session through a lossy, narrow link: fps, latency, bitrate trace"
     )

@@ -7,11 +7,15 @@ import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
+from indexer.keys import HostCredentials, KeyStore, parse_private_key
 from signaling.server import ServerConfig, create_app
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.backends import choose_encoder
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RunningServer:
     url: str  # http://host:port
+    host_keys: Path | None = None  # the key store registrations are checked against
 
     @property
     def container_url(self) -> str:
@@ -53,7 +58,7 @@ async def serve(
     await site.start()
     bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
     try:
-        yield RunningServer(f"http://{host}:{bound}")
+        yield RunningServer(f"http://{host}:{bound}", config.host_keys if config else None)
     finally:
         await runner.cleanup()
 
@@ -151,17 +156,24 @@ async def embedded_network(
     The container advertises `max_width`x`max_height`@`max_fps`; the indexer matches no larger
     request to it, and no more sessions than its capacity (`sessions`, or measured at start).
     """
-    async with serve(host, port) as server:
-        agent_config = AgentConfig(
-            server.container_url,
-            "local-1",
-            encoder=encoder,
-            codec=codec,
-            playout_delay=playout_delay,
-            steady_release=steady_release,
-            max_width=max_width,
-            max_height=max_height,
-            max_fps=max_fps,
-        )
-        async with run_agent(agent_config, sessions) as agent:
-            yield server, agent
+    with tempfile.TemporaryDirectory(prefix="gamecast-") as state:
+        # The container is authenticated like any other: a host key issued for this run.
+        store = KeyStore(Path(state) / "host-keys.json")
+        _, key_file = store.issue("local", datetime.now(UTC).isoformat())
+        store.save()
+        credentials = HostCredentials(*parse_private_key(key_file))
+        async with serve(host, port, ServerConfig(host_keys=store.path)) as server:
+            agent_config = AgentConfig(
+                server.container_url,
+                "local-1",
+                host_key=credentials,
+                encoder=encoder,
+                codec=codec,
+                playout_delay=playout_delay,
+                steady_release=steady_release,
+                max_width=max_width,
+                max_height=max_height,
+                max_fps=max_fps,
+            )
+            async with run_agent(agent_config, sessions) as agent:
+                yield server, agent

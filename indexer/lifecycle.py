@@ -26,6 +26,7 @@ stored, so they cannot disagree with the parts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TypeAlias
@@ -197,6 +198,28 @@ _CONTAINER_PART: dict[Event, ContainerPart] = {
 _FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
 
 
+def seed_state(admission: Admission, live: bool, maintenance: Maintenance) -> SeedState:
+    """Which of the seed's seven names a container with these parts shows (`live`: LIVE and
+    within its deadline)."""
+    if maintenance is Maintenance.LOCKED:
+        return SeedState.MAINTENANCE_LOCK
+    if admission is Admission.READY:
+        return SeedState.CONNECTED_AND_HEALTHY if live else SeedState.INSPECTED_AND_READY
+    return _ADMISSION_SHOWN[admission]
+
+
+def availability(maintenance: Maintenance, seats: Iterable[SeatState]) -> Availability:
+    """The lock, else the busiest seat's state, else standby."""
+    if maintenance is Maintenance.LOCKED:
+        return Availability.MAINTENANCE_LOCK
+    held = set(seats)
+    if SeatState.IN_SESSION in held:
+        return Availability.IN_SESSION
+    if SeatState.RESERVED in held:
+        return Availability.RESERVED
+    return Availability.STANDBY
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessConfig:
     """How often a container heartbeats and how many periods of silence make it MISSED."""
@@ -272,14 +295,7 @@ class ContainerLifecycle:
 
     @property
     def availability(self) -> Availability:
-        if self._maintenance is Maintenance.LOCKED:
-            return Availability.MAINTENANCE_LOCK
-        states = {seat.state for seat in self._seats.values()}
-        if SeatState.IN_SESSION in states:
-            return Availability.IN_SESSION
-        if SeatState.RESERVED in states:
-            return Availability.RESERVED
-        return Availability.STANDBY
+        return availability(self._maintenance, (seat.state for seat in self._seats.values()))
 
     def is_live(self, now: float) -> bool:
         """LIVE and not yet past the deadline: selection must not wait for `expire` to run."""
@@ -296,13 +312,7 @@ class ContainerLifecycle:
         Then the admission verdicts (SUSPENDED shows as quality control, the verifiers'
         hold it grew out of); an admitted container is "connected and healthy" while live,
         and "inspected and ready" while its heartbeats are missing."""
-        if self._maintenance is Maintenance.LOCKED:
-            return SeedState.MAINTENANCE_LOCK
-        if self._admission is Admission.READY:
-            if self.is_live(now):
-                return SeedState.CONNECTED_AND_HEALTHY
-            return SeedState.INSPECTED_AND_READY
-        return _ADMISSION_SHOWN[self._admission]
+        return seed_state(self._admission, self.is_live(now), self._maintenance)
 
     def apply(self, event: Event, now: float) -> tuple[str, ...]:
         """Apply a container-level event; returns the sessions the caller must end (their

@@ -1,40 +1,36 @@
-"""Container registry: liveness from heartbeats, seats for sessions, and atomic claims.
+"""The in-memory registry: each container's lifecycle, and the fleet index that selection reads.
 
-Pure: time comes in as `now`, randomness as an injected generator. The in-memory registry is
-the embedded default; every decision happens inside one synchronous call, so on one event loop
-a claim is atomic by construction.
+The embedded default. Every decision happens inside one synchronous call, so on one event loop
+a claim (select, then seat) is atomic by construction. Two structures, kept in step by
+`_sync` after every change: a `ContainerLifecycle` per container (indexer/lifecycle.py: the
+only place states change, through its table) and a `Fleet` (indexer/selection.py: numpy
+columns for fast filtering and ranking). The Redis store (indexer/redis_store.py) keeps the
+same lifecycle on the server for several indexers.
 
-A container serves as many sessions at once as it advertised for their stream shape
-(streamer/capacity.py); each session holds a seat that costs 1/capacity of the container, so
-mixed shapes share it and the indexer never books more than it can carry. A container that
-advertised nothing (an agent that predates capacity) serves one session at a time.
+Records outlive a lost connection: a container whose heartbeats stop (or whose socket closes)
+becomes MISSED, its seats are freed and its sessions must be ended by the caller, and it keeps
+its admission (a penalty survives reconnection) until it registers again.
+
+Pure: time comes in as `now`, randomness as an injected generator.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
-from indexer.errors import ClaimError, IndexerError, NoContainerError
-from signaling.protocol import HostSpecs, StreamCapacity, Telemetry
+import numpy as np
 
-
-class Availability(Enum):
-    """A seat's state; a container's is its busiest seat's (standby when it has none)."""
-
-    STANDBY = "standby"
-    RESERVED = "reserved"
-    IN_SESSION = "in_session"
-
-
-# A seat is born RESERVED by `claim`; these are its moves after that.
-_ALLOWED_MOVES = {
-    (Availability.RESERVED, Availability.IN_SESSION),
-    (Availability.RESERVED, Availability.STANDBY),
-    (Availability.IN_SESSION, Availability.STANDBY),
-}
-_FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
+from indexer.errors import IndexerError
+from indexer.lifecycle import (
+    Admission,
+    ContainerLifecycle,
+    Event,
+    Liveness,
+    LivenessConfig,
+    Maintenance,
+)
+from indexer.selection import Choice, Fleet, Profile, Request
+from signaling.protocol import HostSpecs, Register, StreamCapacity, Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,85 +47,84 @@ class ContainerSpec:
     capacity: tuple[StreamCapacity, ...] = ()  # () from one that predates capacity
     encoder_reason: str = ""
     frames_on: str = "cpu"
+    region: str = ""
+    price_per_minute: float = 0.0
+    uplink_mbps: float = 0.0  # 0: not measured
 
-    def seat_cost(self, request: StreamRequest) -> float | None:
-        """The share of this container one session of `request`'s shape takes; None when the
-        container cannot stream it. The smallest advertised shape that covers it counts."""
-        if not self.capacity:
-            return 1.0
-        covering = [
-            c for c in self.capacity
-            if c.width >= request.width and c.height >= request.height and c.fps >= request.fps
-        ]  # fmt: skip
-        if not covering:
-            return None
-        smallest = min(covering, key=lambda c: (c.width * c.height * c.fps, -c.sessions))
-        return 1.0 / smallest.sessions
+    @classmethod
+    def from_register(cls, message: Register) -> ContainerSpec:
+        return cls(
+            container_id=message.container,
+            games=frozenset(message.games),
+            encoders=tuple(message.encoders),
+            max_width=message.max_width,
+            max_height=message.max_height,
+            max_fps=message.max_fps,
+            host=message.host,
+            capacity=tuple(message.capacity),
+            encoder_reason=message.encoder_reason,
+            frames_on=message.frames_on,
+            region=message.region,
+            price_per_minute=message.price_per_minute,
+            uplink_mbps=message.uplink_mbps,
+        )
 
-
-@dataclass(frozen=True, slots=True)
-class StreamRequest:
-    game: str
-    width: int
-    height: int
-    fps: int
-
-
-@dataclass(slots=True)
-class Seat:
-    cost: float  # the share of its container this session takes
-    state: Availability = Availability.RESERVED
+    def profile(self) -> Profile:
+        """What selection filters and ranks on."""
+        host = self.host
+        vram = max((g.memory_total_mib or 0 for g in host.gpus), default=0) if host else 0
+        return Profile(
+            container_id=self.container_id,
+            builds=self.games,
+            region=self.region,
+            price_per_minute=self.price_per_minute,
+            vram_mib=vram,
+            cpu_cores=host.cpu_cores if host else 0,
+            ram_mib=host.ram_mib if host else 0,
+            uplink_mbps=self.uplink_mbps,
+            encoders=frozenset(self.encoders),
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_fps=self.max_fps,
+            capacity=self.capacity,
+        )
 
 
 @dataclass(slots=True)
 class ContainerRecord:
     spec: ContainerSpec
-    last_heartbeat: float
-    seats: dict[str, Seat] = field(default_factory=dict)  # by session id
+    lifecycle: ContainerLifecycle
     sessions_served: int = 0
     telemetry: Telemetry | None = None  # the latest a heartbeat carried
     telemetry_at: float | None = None
 
     @property
-    def load(self) -> float:
-        """The share of the container its seats take, 0 to 1."""
-        return sum(seat.cost for seat in self.seats.values())
-
-    @property
-    def availability(self) -> Availability:
-        states = {seat.state for seat in self.seats.values()}
-        for busiest in (Availability.IN_SESSION, Availability.RESERVED):
-            if busiest in states:
-                return busiest
-        return Availability.STANDBY
-
-
-def _cost_within_limits(spec: ContainerSpec, request: StreamRequest) -> float | None:
-    """The seat's cost on a container whose limits and capacity allow `request`, else None."""
-    within = (
-        spec.max_width >= request.width
-        and spec.max_height >= request.height
-        and spec.max_fps >= request.fps
-    )
-    return spec.seat_cost(request) if within else None
-
-
-def can_stream(spec: ContainerSpec, width: int, height: int, fps: int) -> bool:
-    """Whether `claim` would consider this container for a stream of that shape (any game):
-    what the play page may offer, by the claim's own rule."""
-    return _cost_within_limits(spec, StreamRequest("", width, height, fps)) is not None
+    def container_id(self) -> str:
+        return self.spec.container_id
 
 
 class ContainerRegistry:
-    """Registered containers, keyed by id. A container is live while heartbeats keep coming."""
+    """Registered containers, keyed by id.
 
-    def __init__(self, heartbeat_period: float, missed_heartbeats: int, rng: random.Random) -> None:
-        self.heartbeat_period = heartbeat_period
-        self._timeout = heartbeat_period * missed_heartbeats
+    `admit_on_register` stands in for the verifiers until they exist (issue 6): a container's
+    announced specs are taken as inspected. Without it a container waits in
+    AWAITING_INSPECTION and is never offered to players.
+    """
+
+    def __init__(
+        self, liveness: LivenessConfig, rng: np.random.Generator, *, admit_on_register: bool
+    ) -> None:
+        self.liveness = liveness
         self._rng = rng
+        self._admit_on_register = admit_on_register
         self._containers: dict[str, ContainerRecord] = {}
+        self.fleet = Fleet()
 
-    def __contains__(self, container_id: str) -> bool:
+    @property
+    def heartbeat_period(self) -> float:
+        return self.liveness.heartbeat_period
+
+    def __contains__(self, container_id: object) -> bool:
         return container_id in self._containers
 
     def get(self, container_id: str) -> ContainerRecord:
@@ -142,69 +137,99 @@ class ContainerRegistry:
         return list(self._containers.values())
 
     def register(self, spec: ContainerSpec, now: float) -> None:
-        if spec.container_id in self._containers:
-            raise IndexerError(f"container {spec.container_id!r} is already registered and live")
-        self._containers[spec.container_id] = ContainerRecord(spec, last_heartbeat=now)
+        """A new container, or a known one back after its heartbeats stopped.
 
-    def unregister(self, container_id: str) -> ContainerRecord:
-        return self._containers.pop(container_id)
+        A known container keeps its admission; one that announces different specs is
+        inspected again (REINSPECTION_DUE) before it is offered.
+        """
+        record = self._containers.get(spec.container_id)
+        if record is None:
+            lifecycle = ContainerLifecycle(spec.container_id, self.liveness, now)
+            record = ContainerRecord(spec, lifecycle)
+            self._containers[spec.container_id] = record
+            record.lifecycle.apply(Event.SPECS_RECEIVED, now)
+        else:
+            lifecycle = record.lifecycle
+            lifecycle.expire(now)
+            if lifecycle.liveness is Liveness.LIVE:
+                raise IndexerError(
+                    f"container {spec.container_id!r} is already registered and live"
+                )
+            lifecycle.apply(Event.REGISTERED, now)
+            if spec != record.spec and lifecycle.admission is Admission.READY:
+                lifecycle.apply(Event.REINSPECTION_DUE, now)
+            record.spec = spec
+        if self._admit_on_register and record.lifecycle.admission in (
+            Admission.AWAITING_INSPECTION,
+            Admission.NEEDS_REINSPECTION,
+        ):
+            record.lifecycle.apply(Event.INSPECTION_PASSED, now)
+        self.fleet.add(spec.profile())
+        self._sync(record)
 
     def heartbeat(self, container_id: str, now: float, telemetry: Telemetry | None = None) -> None:
-        """The container is alive; keep its telemetry if the heartbeat carried some."""
+        """The container is alive (refused once it is MISSED: it must register again); keep
+        its telemetry if the heartbeat carried some."""
         record = self.get(container_id)
-        record.last_heartbeat = now
+        record.lifecycle.apply(Event.HEARTBEAT, now)
         if telemetry is not None:
             record.telemetry = telemetry
             record.telemetry_at = now
+        self.fleet.set_deadline(container_id, now + self.liveness.timeout)
 
-    def expired(self, now: float) -> list[str]:
-        """Containers whose heartbeats stopped for `missed_heartbeats` periods."""
-        return [
-            cid for cid, r in self._containers.items() if now - r.last_heartbeat > self._timeout
-        ]
+    def expire(self, now: float) -> list[tuple[str, tuple[str, ...]]]:
+        """Mark containers silent past their deadline MISSED; each with the sessions the
+        caller must end (their seats are freed already)."""
+        expired = []
+        for record in self._containers.values():
+            lifecycle = record.lifecycle
+            if lifecycle.liveness is Liveness.LIVE and not lifecycle.is_live(now):
+                expired.append((record.container_id, lifecycle.expire(now)))
+                self._sync(record)
+        return expired
 
-    def claim(self, request: StreamRequest, session_id: str) -> ContainerSpec:
-        """Pick a container with room for `request` and give `session_id` a seat on it.
+    def apply(self, container_id: str, event: Event, now: float) -> tuple[str, ...]:
+        """A container-level event (a verdict, a lock, a lost connection as HEARTBEAT_MISSED);
+        returns the sessions the caller must end."""
+        record = self.get(container_id)
+        freed = record.lifecycle.apply(event, now)
+        self._sync(record)
+        return freed
 
-        The filters run in order and the first that leaves nothing names the refusal.
-        """
-        size = f"{request.width}x{request.height}@{request.fps}"
-        if not self._containers:
-            raise NoContainerError("no container is registered")
-        hosting = [r for r in self._containers.values() if request.game in r.spec.games]
-        if not hosting:
-            raise NoContainerError(f"no container is hosting {request.game!r}")
-        able = [(r, cost) for r in hosting if (cost := _cost_within_limits(r.spec, request))]
-        if not able:
-            raise NoContainerError(f"no container is able to stream {size}")
-        free = [(r, cost) for r, cost in able if r.load + cost <= _FULL]
-        if not free:
-            raise NoContainerError(f"no container is free for another {size} session")
-        # Spread sessions: the least loaded first, then the least used, then at random.
-        least = min((r.load, r.sessions_served) for r, _ in free)
-        chosen, cost = self._rng.choice(
-            [(r, cost) for r, cost in free if (r.load, r.sessions_served) == least]
+    def claim(self, request: Request, session_id: str, now: float) -> Choice:
+        """Select the best container for `request` and seat `session_id` on it; raises
+        NoContainerError naming the filter that emptied the set."""
+        (choice,) = self.fleet.select(request, now, self._rng)
+        record = self._containers[choice.container_id]
+        record.lifecycle.apply_seat(Event.CLAIMED, session_id, now, choice.share)
+        record.sessions_served += 1
+        self._sync(record)
+        return choice
+
+    def start(self, container_id: str, session_id: str, now: float) -> None:
+        record = self.get(container_id)
+        record.lifecycle.apply_seat(Event.SESSION_STARTED, session_id, now)
+
+    def release(self, container_id: str, session_id: str, now: float) -> None:
+        record = self.get(container_id)
+        record.lifecycle.apply_seat(Event.SESSION_ENDED, session_id, now)
+        self._sync(record)
+
+    def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
+        """Whether a claim would consider this container for a stream of that shape: what
+        the play page may offer, by the claim's own rule."""
+        return self.fleet.seat_cost(container_id, width, height, fps) is not None
+
+    def _sync(self, record: ContainerRecord) -> None:
+        """Show the lifecycle's verdict to the fleet index selection reads."""
+        lifecycle = record.lifecycle
+        candidate = (
+            lifecycle.admission is Admission.READY
+            and lifecycle.liveness is Liveness.LIVE
+            and lifecycle.maintenance is Maintenance.OPEN
         )
-        chosen.seats[session_id] = Seat(cost)
-        chosen.sessions_served += 1
-        return chosen.spec
-
-    def start(self, container_id: str, session_id: str) -> None:
-        self._move(self.get(container_id), session_id, Availability.IN_SESSION)
-
-    def release(self, container_id: str, session_id: str) -> None:
-        self._move(self.get(container_id), session_id, Availability.STANDBY)
-
-    @staticmethod
-    def _move(record: ContainerRecord, session_id: str, target: Availability) -> None:
-        seat = record.seats.get(session_id)
-        current = Availability.STANDBY if seat is None else seat.state
-        if seat is None or (current, target) not in _ALLOWED_MOVES:
-            raise ClaimError(
-                f"session {session_id!r} on container {record.spec.container_id!r} cannot go "
-                f"from {current.value} to {target.value}"
-            )
-        if target is Availability.STANDBY:
-            del record.seats[session_id]
-        else:
-            seat.state = target
+        self.fleet.set_candidate(record.container_id, candidate)
+        self.fleet.set_deadline(
+            record.container_id, lifecycle.last_heartbeat + self.liveness.timeout
+        )
+        self.fleet.set_load(record.container_id, lifecycle.load)

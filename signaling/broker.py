@@ -1,16 +1,30 @@
-"""The session broker: matches players to containers and relays their negotiation.
+"""The session broker: matches players to containers, queues those nothing fits, relays their
+negotiation.
 
-Pure: each method takes one event (a parsed message, a disconnect, the clock) and returns the
-messages to deliver. The aiohttp edge (signaling/server.py) only moves bytes.
+Each method takes one event (a parsed message, a disconnect, the clock) and returns the
+messages to deliver; the aiohttp edge (signaling/server.py) only moves bytes. Its methods are
+async only because the registry store may be remote (Redis): with the in-memory store nothing
+inside awaits, so each event is handled atomically on the event loop.
+
+The broker owns the sessions its players started. With several indexers a container may be
+connected to another indexer; the edge routes messages between them, and seats freed by
+another indexer (a container that went silent) reach this broker through `sessions_lost`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from indexer.registry import ContainerRegistry, ContainerSpec, IndexerError, StreamRequest
+from indexer.errors import IndexerError, NoContainerError
+from indexer.lifecycle import Event, IllegalEventError
+from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError, Waiting
+from indexer.registry import ContainerSpec
+from indexer.selection import Policy, Request
+from indexer.store import RegistryStore
 from signaling import protocol as p
 from signaling.session import IllegalTransitionError, Session, SessionStatus
 
@@ -24,60 +38,82 @@ class Outgoing:
     message: p.Message
 
 
+def request_of(message: p.Play) -> Request:
+    budget = message.budget_per_minute
+    return Request(
+        build=message.game,
+        width=message.width,
+        height=message.height,
+        fps=message.fps,
+        budget_per_minute=math.inf if budget is None else budget,
+        rtt_bound=message.rtt_bound_ms / 1000,
+        policy=Policy(message.policy),
+    )
+
+
 class SessionBroker:
-    def __init__(self, registry: ContainerRegistry, new_session_id: Callable[[], str]) -> None:
-        self.registry = registry
+    def __init__(
+        self, store: RegistryStore, queue: PlayQueue, new_session_id: Callable[[], str]
+    ) -> None:
+        self.store = store
+        self.queue = queue
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
+        self._told_queued: dict[str, p.Queued] = {}  # the last place each waiting player heard
 
     # Containers --------------------------------------------------------------------------------
 
-    def register(self, message: p.Register, now: float) -> list[Outgoing]:
-        spec = ContainerSpec(
-            container_id=message.container,
-            games=frozenset(message.games),
-            encoders=tuple(message.encoders),
-            max_width=message.max_width,
-            max_height=message.max_height,
-            max_fps=message.max_fps,
-            host=message.host,
-            capacity=tuple(message.capacity),
-            encoder_reason=message.encoder_reason,
-            frames_on=message.frames_on,
-        )
+    async def register(self, message: p.Register, now: float) -> list[Outgoing]:
         try:
-            self.registry.register(spec, now)
+            await self.store.register(ContainerSpec.from_register(message), now)
         except IndexerError as exc:
             raise p.ProtocolError("conflict", str(exc)) from None
-        reply = p.Registered(spec.container_id, round(self.registry.heartbeat_period * 1000))
-        return [Outgoing("container", spec.container_id, reply)]
+        period = round(self.store.liveness.heartbeat_period * 1000)
+        out = [Outgoing("container", message.container, p.Registered(message.container, period))]
+        return out + await self.serve_queue(now)
 
-    def heartbeat(
+    async def heartbeat(
         self, container_id: str, now: float, telemetry: p.Telemetry | None = None
-    ) -> None:
-        if container_id not in self.registry:
+    ) -> list[Outgoing]:
+        """Keep the container live; a heartbeat past its deadline first expires it (ending its
+        sessions, as the sweep would have) and is then refused: it must register again."""
+        out = await self.expire(now)
+        try:
+            await self.store.heartbeat(container_id, now, telemetry)
+        except IndexerError:
             raise p.ProtocolError(
                 "expired", f"container {container_id!r} missed its heartbeats; register again"
-            )
-        self.registry.heartbeat(container_id, now, telemetry)
-
-    def container_gone(self, container_id: str, reason: str) -> list[Outgoing]:
-        """The container disconnected or stopped heartbeating: end its sessions, forget it."""
-        out: list[Outgoing] = []
-        for session_id in sorted(self._seats_of(container_id)):
-            out += self._end(self.sessions[session_id], reason, notify_container=False)
-        if container_id in self.registry:
-            self.registry.unregister(container_id)
+            ) from None
         return out
 
-    def expire(self, now: float) -> list[Outgoing]:
+    async def container_gone(self, container_id: str, reason: str, now: float) -> list[Outgoing]:
+        """The container's connection closed: no more heartbeats, so it is MISSED at once."""
+        try:
+            freed = await self.store.apply(container_id, Event.HEARTBEAT_MISSED, now)
+        except IllegalEventError:  # already MISSED (expired before its socket closed)
+            return []
+        return self.sessions_lost(freed, reason)
+
+    async def expire(self, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for container_id in self.registry.expired(now):
-            out += self.container_gone(container_id, "the container stopped sending heartbeats")
+        for _, freed in await self.store.expire(now):
+            out += self.sessions_lost(freed, "the container stopped sending heartbeats")
+        if out:  # seats were freed: someone waiting may fit now
+            out += await self.serve_queue(now)
         return out
 
-    def answer(self, container_id: str, message: p.Answer) -> list[Outgoing]:
+    def sessions_lost(self, session_ids: Iterable[str], reason: str) -> list[Outgoing]:
+        """Seats already freed by the store (their container went away): end the sessions
+        this broker owns among them and tell their players."""
+        out: list[Outgoing] = []
+        for session_id in sorted(session_ids):
+            session = self.sessions.get(session_id)
+            if session is not None:
+                out += self._forget(session, reason)
+        return out
+
+    async def answer(self, container_id: str, message: p.Answer) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, SessionStatus.CONNECTING)
         if session.answered:
             raise p.ProtocolError(
@@ -88,37 +124,53 @@ class SessionBroker:
             Outgoing("player", session.player_id, p.SessionAnswer(session.session_id, message.sdp))
         ]
 
-    def playing(self, container_id: str, message: p.Playing) -> list[Outgoing]:
+    async def playing(self, container_id: str, message: p.Playing, now: float) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, SessionStatus.CONNECTING)
         if not session.answered:
             raise p.ProtocolError("unexpected", f"session {session.session_id} has no answer yet")
         session.move(SessionStatus.PLAYING)
-        self.registry.start(container_id, session.session_id)
+        await self.store.start(container_id, session.session_id, now)
         state = p.SessionState(session.session_id, session.status.value)
         return [Outgoing("player", session.player_id, state)]
 
-    def container_end(self, container_id: str, message: p.End) -> list[Outgoing]:
+    async def container_end(self, container_id: str, message: p.End, now: float) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, None)
-        return self._end(session, message.reason, notify_container=False)
+        return await self._end(session, message.reason, now, notify_container=False)
 
     # Players -----------------------------------------------------------------------------------
 
-    def play(self, player_id: str, message: p.Play) -> list[Outgoing]:
-        if player_id in self._by_player:
-            raise p.ProtocolError("unexpected", "this player already has a session; end it first")
-        request = StreamRequest(message.game, message.width, message.height, message.fps)
-        session = Session(self._new_session_id(), player_id, request)
+    async def play(self, player_id: str, message: p.Play, now: float) -> list[Outgoing]:
+        if player_id in self._by_player or player_id in self.queue:
+            raise p.ProtocolError(
+                "unexpected", "this player already has a session or a place in the queue"
+            )
+        request = request_of(message)
         try:
-            spec = self.registry.claim(request, session.session_id)
-        except IndexerError as exc:
-            raise p.ProtocolError("unavailable", str(exc)) from None
-        session.container_id = spec.container_id
-        session.move(SessionStatus.MATCHED)
-        self.sessions[session.session_id] = session
-        self._by_player[player_id] = session.session_id
-        return [Outgoing("player", player_id, p.Matched(session.session_id, spec.container_id))]
+            return await self._match(player_id, request, now)
+        except NoContainerError as exc:
+            if exc.filter not in QUEUEABLE_FILTERS:
+                raise p.ProtocolError("unavailable", str(exc)) from None
+            try:
+                self.queue.add(player_id, request, now)
+            except QueueFullError as full:
+                raise p.ProtocolError("unavailable", f"{exc}; {full}") from None
+            return self._tell_queued(player_id, exc, request)
 
-    def offer(self, player_id: str, message: p.Offer) -> list[Outgoing]:
+    async def serve_queue(self, now: float) -> list[Outgoing]:
+        """Try every waiting player again, in order, with the bound their wait has earned."""
+        out: list[Outgoing] = []
+        for waiting in self.queue:
+            request = self.queue.relaxed(waiting, now)
+            try:
+                matched = await self._match(waiting.player_id, request, now)
+            except NoContainerError as exc:
+                out += self._tell_queued(waiting.player_id, exc, request)
+                continue
+            self._leave_queue(waiting)
+            out += matched
+        return out
+
+    async def offer(self, player_id: str, message: p.Offer) -> list[Outgoing]:
         session = self._player_session(player_id)
         self._move(session, SessionStatus.CONNECTING)
         request = session.request
@@ -128,15 +180,44 @@ class SessionBroker:
         assert session.container_id is not None  # set when matched
         return [Outgoing("container", session.container_id, relay)]
 
-    def player_end(self, player_id: str, reason: str) -> list[Outgoing]:
-        return self._end(self._player_session(player_id), reason, notify_container=True)
+    async def player_end(self, player_id: str, reason: str, now: float) -> list[Outgoing]:
+        if player_id in self.queue:
+            self.queue.remove(player_id)
+            self._told_queued.pop(player_id, None)
+            return [Outgoing("player", player_id, p.Ended("", reason))]
+        session = self._player_session(player_id)
+        return await self._end(session, reason, now, notify_container=True)
 
-    def player_gone(self, player_id: str) -> list[Outgoing]:
-        if player_id not in self._by_player:
+    async def player_gone(self, player_id: str, now: float) -> list[Outgoing]:
+        if player_id not in self._by_player and player_id not in self.queue:
             return []
-        return self.player_end(player_id, "the player disconnected")
+        return await self.player_end(player_id, "the player disconnected", now)
 
     # Internals ---------------------------------------------------------------------------------
+
+    async def _match(self, player_id: str, request: Request, now: float) -> list[Outgoing]:
+        session = Session(self._new_session_id(), player_id, request)
+        choice = await self.store.claim(request, session.session_id, now)
+        session.container_id = choice.container_id
+        session.move(SessionStatus.MATCHED)
+        self.sessions[session.session_id] = session
+        self._by_player[player_id] = session.session_id
+        return [Outgoing("player", player_id, p.Matched(session.session_id, choice.container_id))]
+
+    def _tell_queued(
+        self, player_id: str, refusal: NoContainerError, request: Request
+    ) -> list[Outgoing]:
+        """The player's place and why, when it changed since they last heard."""
+        bound = None if math.isinf(request.rtt_bound) else round(request.rtt_bound * 1000)
+        news = p.Queued(self.queue.position(player_id), refusal.filter, str(refusal), bound)
+        if self._told_queued.get(player_id) == news:
+            return []
+        self._told_queued[player_id] = news
+        return [Outgoing("player", player_id, news)]
+
+    def _leave_queue(self, waiting: Waiting) -> None:
+        self.queue.remove(waiting.player_id)
+        self._told_queued.pop(waiting.player_id, None)
 
     def _player_session(self, player_id: str) -> Session:
         session_id = self._by_player.get(player_id)
@@ -144,18 +225,12 @@ class SessionBroker:
             raise p.ProtocolError("unexpected", "no session: send play first")
         return self.sessions[session_id]
 
-    def _seats_of(self, container_id: str) -> list[str]:
-        """The sessions holding a seat on this container (none once it is unregistered)."""
-        if container_id not in self.registry:
-            return []
-        return list(self.registry.get(container_id).seats)
-
     def _container_session(
         self, container_id: str, session_id: str, status: SessionStatus | None
     ) -> Session:
-        if session_id not in self._seats_of(container_id):
+        session = self.sessions.get(session_id)
+        if session is None or session.container_id != container_id:
             raise p.ProtocolError("unexpected", f"session {session_id!r} is not this container's")
-        session = self.sessions[session_id]
         if status is not None and session.status is not status:
             raise p.ProtocolError(
                 "unexpected", f"session {session_id} is {session.status.value}, not {status.value}"
@@ -169,15 +244,20 @@ class SessionBroker:
         except IllegalTransitionError as exc:
             raise p.ProtocolError("unexpected", str(exc)) from None
 
-    def _end(self, session: Session, reason: str, *, notify_container: bool) -> list[Outgoing]:
+    def _forget(self, session: Session, reason: str) -> list[Outgoing]:
         session.move(SessionStatus.ENDED)
         del self.sessions[session.session_id]
         del self._by_player[session.player_id]
-        out = [Outgoing("player", session.player_id, p.Ended(session.session_id, reason))]
+        return [Outgoing("player", session.player_id, p.Ended(session.session_id, reason))]
+
+    async def _end(
+        self, session: Session, reason: str, now: float, *, notify_container: bool
+    ) -> list[Outgoing]:
+        out = self._forget(session, reason)
         container_id = session.container_id
-        if container_id is not None:
-            if container_id in self.registry:
-                self.registry.release(container_id, session.session_id)
-            if notify_container:
-                out.append(Outgoing("container", container_id, p.End(session.session_id, reason)))
-        return out
+        assert container_id is not None  # sessions are stored once matched
+        with contextlib.suppress(IndexerError):  # freed already, with its container's liveness
+            await self.store.release(container_id, session.session_id, now)
+        if notify_container:
+            out.append(Outgoing("container", container_id, p.End(session.session_id, reason)))
+        return out + await self.serve_queue(now)

@@ -21,6 +21,10 @@ MAX_GPU_NAME = 96  # NVML_DEVICE_NAME_V2_BUFFER_SIZE and NVML_DEVICE_UUID_V2_BUF
 MAX_MIB = 1 << 24  # 16 TiB: above any one host's RAM or any GPU's memory, in MiB
 MAX_SESSIONS = 64  # concurrent sessions one container may advertise per stream shape
 
+MAX_PRICE = 1000.0  # per minute, in the network's currency unit
+DEFAULT_RTT_BOUND_MS = 80
+POLICIES = ("lowest-cost", "best-experience", "best-overall")
+
 Role = Literal["player", "container", "server"]
 
 
@@ -47,6 +51,16 @@ class Message:
         return json.dumps({"v": VERSION, "type": self.type, **body}, separators=(",", ":"))
 
 
+def _reading(low: int, high: int) -> dict[str, Any]:
+    """Field rules of a nullable integer reading within [low, high]."""
+    return {"low": low, "high": high, "null": True}
+
+
+def _real_reading(high: float) -> dict[str, Any]:
+    """Field rules of a nullable real-valued reading within [0, high]."""
+    return {"low": 0.0, "high": high, "real": True, "null": True}
+
+
 # Player -> server ------------------------------------------------------------------------------
 
 
@@ -60,6 +74,11 @@ class Play(Message):
     width: int = field(default=1280, metadata={"low": 320, "high": 3840, "even": True})
     height: int = field(default=720, metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(default=60, metadata={"low": 1, "high": 240})
+    # How to rank the containers that fit (indexer/selection.py), the most the player pays per
+    # minute (null: no limit) and the widest round trip they accept (it relaxes while they wait).
+    policy: str = field(default="best-overall", metadata={"max": 16, "choices": POLICIES})
+    budget_per_minute: float | None = field(default=None, metadata=_real_reading(MAX_PRICE))
+    rtt_bound_ms: int = field(default=DEFAULT_RTT_BOUND_MS, metadata={"low": 1, "high": 5000})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +104,6 @@ class End(Message):
 #
 # Readings a GPU or its driver does not offer are None ("not supported"), never an error: NVML
 # answers NotSupported for encoder queries on GPUs without NVENC (H100, H200, A100) and under MIG.
-
-
-def _reading(low: int, high: int) -> dict[str, Any]:
-    """Field rules of a nullable integer reading within [low, high]."""
-    return {"low": low, "high": high, "null": True}
-
-
-def _real_reading(high: float) -> dict[str, Any]:
-    """Field rules of a nullable real-valued reading within [0, high]."""
-    return {"low": 0.0, "high": high, "real": True, "null": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +197,18 @@ class Register(Message):
     capacity: list[StreamCapacity] = field(
         default_factory=list, metadata={"record": StreamCapacity, "items": MAX_LIST}
     )
+    # Where the operator says the host is, what a player pays per minute on it, and its
+    # measured uplink (0: not measured); selection filters and ranks on them.
+    region: str = field(default="", metadata={"max": 32})
+    price_per_minute: float = field(
+        default=0.0, metadata={"low": 0.0, "high": MAX_PRICE, "real": True}
+    )
+    uplink_mbps: float = field(default=0.0, metadata={"low": 0.0, "high": 400_000.0, "real": True})
+    # The operator's host key (indexer/keys.py) and its signature over this message (all of it
+    # but `signature`) and the connection's challenge: a forged or replayed one is refused.
+    key_id: str = field(default="", metadata={"max": 64})
+    challenge: str = field(default="", metadata={"max": 128})  # the one this answers
+    signature: str = field(default="", metadata={"max": 128})
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +246,28 @@ class Matched(Message):
     senders = ("server",)
     session: str = field(metadata={"max": MAX_TEXT})
     container: str = field(metadata={"max": 64})
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge(Message):
+    """Sent first on a container's socket: the registration must be signed over it."""
+
+    type = "challenge"
+    senders = ("server",)
+    challenge: str = field(metadata={"max": 64})
+
+
+@dataclass(frozen=True, slots=True)
+class Queued(Message):
+    """Nothing fits the player's request now: why (the filter that emptied the set), where
+    they stand, and the round trip they accept by now (it widens while they wait)."""
+
+    type = "queued"
+    senders = ("server",)
+    position: int = field(metadata={"low": 1, "high": 1_000_000})
+    filter: str = field(metadata={"max": 16})
+    reason: str = field(metadata={"max": 512})
+    rtt_bound_ms: int | None = field(default=None, metadata=_reading(1, 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +337,8 @@ MESSAGES: dict[str, type[Message]] = {
         Answer,
         Playing,
         Matched,
+        Challenge,
+        Queued,
         Registered,
         SessionOffer,
         SessionAnswer,

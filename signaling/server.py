@@ -8,23 +8,36 @@ A malformed or hostile message costs its sender an error reply, never the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from indexer.registry import ContainerRecord, ContainerRegistry, can_stream
+from indexer import keys
+from indexer.errors import IndexerError
+from indexer.keys import KeyStore
+from indexer.lifecycle import LivenessConfig
+from indexer.play_queue import PlayQueue, Relaxation
+from indexer.redis_store import RedisStore
+from indexer.registry import ContainerRegistry
+from indexer.shared_registry import SharedRegistry
+from indexer.store import ContainerView, MemoryStore, RegistryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
+from signaling.bus import SignalBus
 from signaling.rate_limit import TokenBucket
 from streamer import input_events
 from streamer.capacity import SHAPES
@@ -43,6 +56,19 @@ class ServerConfig:
     heartbeat_period: float = 2.0
     missed_heartbeats: int = 3
     web_client_dir: Path = WEB_CLIENT_DIR
+    relaxation: Relaxation = field(default_factory=Relaxation)
+    queue_limit: int = 1000
+    # Until verifiers exist (issue 6) the embedded network takes announced specs as inspected.
+    admit_on_register: bool = True
+    # The operators' public host keys (indexer/keys.py); None accepts unsigned registrations.
+    host_keys: Path | None = None
+    # The published list of indexers (http://host:port) that players choose from; empty: this one.
+    indexers: tuple[str, ...] = ()
+    # Several indexers share one network through Redis (redis://host:port or unix:///path);
+    # None: this process holds the whole registry in memory.
+    redis_url: str | None = None
+    redis_prefix: str = "gamecast"
+    indexer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
 
 BROKER = web.AppKey("broker", SessionBroker)
@@ -50,22 +76,37 @@ PEERS = web.AppKey("peers", dict)
 CONFIG = web.AppKey("config", ServerConfig)
 COUNTERS = web.AppKey("counters", dict)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+KEYS = web.AppKey("keys", KeyStore)
+KEY_OF = web.AppKey("key_of", dict)  # container id -> the host key that first registered it
+BUS = web.AppKey("bus", SignalBus)
 
 
 def create_app(config: ServerConfig | None = None) -> web.Application:
     config = config or ServerConfig()
     app = web.Application()
-    registry = ContainerRegistry(config.heartbeat_period, config.missed_heartbeats, random.Random())
-    app[BROKER] = SessionBroker(registry, lambda: uuid.uuid4().hex[:12])
+    if config.redis_url is None:
+        liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
+        registry = ContainerRegistry(
+            liveness, np.random.default_rng(), admit_on_register=config.admit_on_register
+        )
+        app[BROKER] = _broker(config, MemoryStore(registry))
+    else:
+        app.cleanup_ctx.append(_shared_network)
     app[PEERS] = {}
     app[CONFIG] = config
     app[COUNTERS] = {"errors": 0}
     app[SOCKETS] = weakref.WeakSet()
+    app[KEY_OF] = {}
+    if config.host_keys is not None:
+        app[KEYS] = KeyStore.load(config.host_keys)
+    else:
+        log.warning("registrations are not authenticated: no host key store configured")
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/api/containers", list_containers)
     app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/indexers", list_indexers)
     app.router.add_get("/protocol.js", protocol_module)
     app.router.add_get("/", index_page)
     app.router.add_static("/static/", config.web_client_dir)
@@ -73,12 +114,81 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     return app
 
 
-async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
-    async def sweep() -> None:
+def _broker(config: ServerConfig, store: RegistryStore) -> SessionBroker:
+    # Session ids start with this indexer's id: another indexer knows whom to forward to.
+    def new_session_id() -> str:
+        return f"{config.indexer_id}.{uuid.uuid4().hex[:12]}"
+
+    return SessionBroker(store, PlayQueue(config.relaxation, config.queue_limit), new_session_id)
+
+
+async def _shared_network(app: web.Application) -> AsyncIterator[None]:
+    """Join the network's shared registry and signal bus in Redis for the app's lifetime."""
+    config = app[CONFIG]
+    liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
+    assert config.redis_url is not None
+    client = aioredis.from_url(config.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+    lost: asyncio.Queue[tuple[tuple[str, ...], str]] = asyncio.Queue(maxsize=10_000)
+
+    def on_sessions_lost(sessions: tuple[str, ...], reason: str) -> None:
+        try:
+            lost.put_nowait((sessions, reason))
+        except asyncio.QueueFull:
+            log.error("too many lost sessions queued; %d not ended", len(sessions))
+
+    store = RedisStore(client, liveness, config.redis_prefix)
+    shared = SharedRegistry(
+        store,
+        liveness,
+        np.random.default_rng(),
+        on_sessions_lost,
+        admit_on_register=config.admit_on_register,
+    )
+    app[BROKER] = broker = _broker(config, shared)
+
+    async def deliver_local(kind: str, peer_id: str, text: str) -> None:
+        ws = app[PEERS].get((kind, peer_id))
+        if ws is not None and not ws.closed:
+            await ws.send_str(text)
+
+    async def forwarded(container_id: str, text: str) -> None:
+        message = p.parse_message(text, "container")
+        try:
+            out = await _from_container(app, container_id, message)
+        except p.ProtocolError as exc:
+            log.info("forwarded %s from %s refused: %s", message.type, container_id, exc.reason)
+            return
+        await _deliver(app, out)
+
+    async def end_lost() -> None:
         while True:
-            await asyncio.sleep(app[CONFIG].heartbeat_period)
+            sessions, reason = await lost.get()
+            await _deliver(app, broker.sessions_lost(sessions, reason))
+
+    bus = SignalBus(client, config.redis_prefix, config.indexer_id, deliver_local, forwarded)
+    app[BUS] = bus
+    async with shared.running(), bus.running():
+        task = asyncio.create_task(end_lost(), name="end-lost-sessions")
+        log.info("indexer %s shares the network at %s", config.indexer_id, config.redis_url)
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await client.aclose()
+
+
+async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
+    """Expire silent containers and try waiting players again (their bound relaxes with time)."""
+    period = min(app[CONFIG].heartbeat_period, app[CONFIG].relaxation.step, 1.0)
+
+    async def sweep() -> None:
+        broker = app[BROKER]
+        while True:
+            await asyncio.sleep(period)
             try:
-                await _deliver(app, app[BROKER].expire(time.monotonic()))
+                now = time.monotonic()
+                await _deliver(app, await broker.expire(now) + await broker.serve_queue(now))
             except Exception:  # the sweep must outlive any one bad round
                 log.exception("heartbeat sweep failed; trying again next period")
 
@@ -112,8 +222,14 @@ async def _send(ws: web.WebSocketResponse | None, message: p.Message) -> None:
 
 
 async def _deliver(app: web.Application, outgoing: list[Outgoing]) -> None:
+    """To our own peers directly; to peers of other indexers over the bus."""
+    bus = app.get(BUS)
     for item in outgoing:
-        await _send(app[PEERS].get((item.kind, item.peer_id)), item.message)
+        ws = app[PEERS].get((item.kind, item.peer_id))
+        if ws is not None or bus is None:
+            await _send(ws, item.message)
+        elif not await bus.send(item.kind, item.peer_id, item.message.to_json()):
+            log.info("no indexer has %s %s for its %s", item.kind, item.peer_id, item.message.type)
 
 
 async def _reply_error(
@@ -125,8 +241,9 @@ async def _reply_error(
 
 async def _messages(
     app: web.Application, ws: web.WebSocketResponse, role: p.Role
-) -> AsyncIterator[p.Message]:
-    """Yield valid messages; answer everything else with an error and keep reading."""
+) -> AsyncIterator[tuple[p.Message, str]]:
+    """Yield valid messages, each with its text; answer everything else with an error and
+    keep reading."""
     bucket = TokenBucket(MESSAGES_PER_SECOND, MESSAGE_BURST, time.monotonic())
     async for frame in ws:
         if frame.type is WSMsgType.ERROR:
@@ -140,7 +257,7 @@ async def _messages(
             await _reply_error(app, ws, "malformed", "only text (JSON) messages are accepted")
             continue
         try:
-            yield p.parse_message(frame.data, role)
+            yield p.parse_message(frame.data, role), frame.data
         except p.ProtocolError as exc:
             await _reply_error(app, ws, exc.code, exc.reason)
 
@@ -151,23 +268,28 @@ async def player_socket(request: web.Request) -> web.WebSocketResponse:
     broker = app[BROKER]
     player_id = uuid.uuid4().hex[:12]
     app[PEERS][("player", player_id)] = ws
+    bus = app.get(BUS)
+    if bus is not None:
+        await bus.join("player", player_id)
     try:
-        async for message in _messages(app, ws, "player"):
+        async for message, _ in _messages(app, ws, "player"):
             try:
                 if isinstance(message, p.Play):
-                    out = broker.play(player_id, message)
+                    out = await broker.play(player_id, message, time.monotonic())
                 elif isinstance(message, p.Offer):
-                    out = broker.offer(player_id, message)
+                    out = await broker.offer(player_id, message)
                 else:
                     assert isinstance(message, p.End)
-                    out = broker.player_end(player_id, message.reason)
+                    out = await broker.player_end(player_id, message.reason, time.monotonic())
             except p.ProtocolError as exc:
                 await _reply_error(app, ws, exc.code, exc.reason, message.type)
                 continue
             await _deliver(app, out)
     finally:
-        await _deliver(app, broker.player_gone(player_id))
+        await _deliver(app, await broker.player_gone(player_id, time.monotonic()))
         del app[PEERS][("player", player_id)]
+        if bus is not None:
+            await bus.leave("player", player_id)
     return ws
 
 
@@ -175,28 +297,27 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     ws = await _open_socket(request)
     broker = app[BROKER]
+    bus = app.get(BUS)
     container_id: str | None = None
+    challenge = keys.new_challenge()
+    await _send(ws, p.Challenge(challenge))
     try:
-        async for message in _messages(app, ws, "container"):
+        async for message, text in _messages(app, ws, "container"):
             try:
                 if container_id is None:
                     if not isinstance(message, p.Register):
                         raise p.ProtocolError("unexpected", "register first")
-                    out = broker.register(message, time.monotonic())
+                    _authenticate(app, message, text, challenge)
+                    out = await broker.register(message, time.monotonic())
                     container_id = message.container
                     app[PEERS][("container", container_id)] = ws
+                    if bus is not None:
+                        await bus.join("container", container_id)
                     log.info("container %s registered (%s)", container_id, ", ".join(message.games))
-                elif isinstance(message, p.Heartbeat):
-                    broker.heartbeat(container_id, time.monotonic(), message.telemetry)
+                elif await _forward(app, container_id, message, text):
                     continue
-                elif isinstance(message, p.Answer):
-                    out = broker.answer(container_id, message)
-                elif isinstance(message, p.Playing):
-                    out = broker.playing(container_id, message)
-                elif isinstance(message, p.End):
-                    out = broker.container_end(container_id, message)
                 else:
-                    raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
+                    out = await _from_container(app, container_id, message)
             except p.ProtocolError as exc:
                 await _reply_error(app, ws, exc.code, exc.reason, message.type)
                 if exc.code == "expired":  # its registration is gone: make it start over
@@ -208,26 +329,93 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
         # registered again on a new socket, which this one's cleanup must not undo.
         if container_id is not None and app[PEERS].get(("container", container_id)) is ws:
             del app[PEERS][("container", container_id)]
-            await _deliver(app, broker.container_gone(container_id, "the container disconnected"))
+            if bus is not None:
+                await bus.leave("container", container_id)
+            gone = await broker.container_gone(
+                container_id, "the container disconnected", time.monotonic()
+            )
+            await _deliver(app, gone)
     return ws
 
 
+async def _from_container(
+    app: web.Application, container_id: str, message: p.Message
+) -> list[Outgoing]:
+    """A registered container's message, from its socket or forwarded by its indexer."""
+    broker = app[BROKER]
+    if isinstance(message, p.Heartbeat):
+        return await broker.heartbeat(container_id, time.monotonic(), message.telemetry)
+    if isinstance(message, p.Answer):
+        return await broker.answer(container_id, message)
+    if isinstance(message, p.Playing):
+        return await broker.playing(container_id, message, time.monotonic())
+    if isinstance(message, p.End):
+        return await broker.container_end(container_id, message, time.monotonic())
+    raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
+
+
+async def _forward(app: web.Application, container_id: str, message: p.Message, text: str) -> bool:
+    """Hand a message about another indexer's session to that indexer; True when sent."""
+    bus = app.get(BUS)
+    session_id = getattr(message, "session", "")
+    if bus is None or not session_id or session_id in app[BROKER].sessions:
+        return False
+    owner = bus.owner_of(session_id)
+    if owner == bus.indexer_id:
+        return False
+    if await bus.forward(owner, container_id, text):
+        return True
+    if isinstance(message, p.End):  # its indexer is gone: free the seat for it
+        with contextlib.suppress(IndexerError):
+            await app[BROKER].store.release(container_id, session_id, time.monotonic())
+        return True
+    return False
+
+
+def _authenticate(app: web.Application, message: p.Register, text: str, challenge: str) -> None:
+    """Refuse a registration that is not signed over this connection's challenge by a live
+    host key, or that names a container id another key registered first."""
+    store = app.get(KEYS)
+    if store is None:
+        return
+    try:
+        store.reload_if_changed()  # the CLI may have revoked a key since
+        key = keys.verify_registration(
+            store,
+            message.key_id,
+            message.signature,
+            challenge,
+            json.loads(text),
+            answered=message.challenge,
+        )
+    except keys.HostKeyError as exc:
+        raise p.ProtocolError(exc.code, exc.reason) from None
+    except keys.KeyStoreError as exc:
+        raise p.ProtocolError("unavailable", str(exc)) from None
+    owner = app[KEY_OF].setdefault(message.container, key.key_id)
+    if owner != key.key_id:
+        raise p.ProtocolError(
+            "conflict",
+            f"container id {message.container!r} belongs to another host key; choose another id",
+        )
+
+
 async def list_containers(request: web.Request) -> web.Response:
-    now = time.monotonic()
-    rows = [_container_row(r, now) for r in request.app[BROKER].registry.records()]
+    store = request.app[BROKER].store
+    rows = [_container_row(view, store) for view in store.views(time.monotonic())]
     return web.json_response({"containers": rows})
 
 
-def _container_row(record: ContainerRecord, now: float) -> dict[str, Any]:
+def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
     """One container for the API and the dashboard.
 
     `host` is what it announced at registration (null from an agent that predates host specs);
     `gpu` sums it up ("2x NVIDIA L4"), "cpu-only" without an NVIDIA driver, null when unknown.
     `gpus` holds each GPU's latest readings, or only its name and memory before the first
     heartbeat with telemetry; `host_load` is the host's latest CPU and RAM use; `load` is the
-    share of the container its sessions' seats take (indexer/registry.py).
+    share of the container its sessions' seats take; `state` is the seed's lifecycle name.
     """
-    spec = record.spec
+    spec = view.spec
     host = None if spec.host is None else asdict(spec.host)
     gpus = host.pop("gpus") if host is not None else []
     gpu = None
@@ -235,34 +423,45 @@ def _container_row(record: ContainerRecord, now: float) -> dict[str, Any]:
         models = Counter(g.name for g in spec.host.gpus)
         gpu = ", ".join(n if k == 1 else f"{k}x {n}" for n, k in models.items()) or "cpu-only"
     host_load = None
-    if record.telemetry is not None and record.telemetry_at is not None:
-        gpus = [asdict(g) for g in record.telemetry.gpus]
+    if view.telemetry is not None and view.telemetry_age is not None:
+        gpus = [asdict(g) for g in view.telemetry.gpus]
         host_load = {
-            "cpu_percent": record.telemetry.cpu_percent,
-            "ram_used_mib": record.telemetry.ram_used_mib,
-            "age_s": round(now - record.telemetry_at, 3),
+            "cpu_percent": view.telemetry.cpu_percent,
+            "ram_used_mib": view.telemetry.ram_used_mib,
+            "age_s": round(view.telemetry_age, 3),
         }
+    cid = spec.container_id
     return {
-        "container": spec.container_id,
+        "container": cid,
         "games": sorted(spec.games),
         "encoders": list(spec.encoders),
         "max_width": spec.max_width,
         "max_height": spec.max_height,
         "max_fps": spec.max_fps,
-        "availability": record.availability.value,
+        "state": view.state,
+        "availability": view.availability,
         # The player's choices (streamer/capacity.py SHAPES) this container would be matched to.
-        "offers": [f"{w}x{h}@{fps}" for w, h, fps in SHAPES if can_stream(spec, w, h, fps)],
-        "sessions": sorted(record.seats),
-        "load": round(record.load, 3),
+        "offers": [f"{w}x{h}@{fps}" for w, h, fps in SHAPES if store.can_stream(cid, w, h, fps)],
+        "sessions": list(view.sessions),
+        "load": round(view.load, 3),
         "capacity": [asdict(c) for c in spec.capacity],
         "encoder_reason": spec.encoder_reason,
         "frames_on": spec.frames_on,
-        "heartbeat_age_s": round(now - record.last_heartbeat, 3),
+        "region": spec.region,
+        "price_per_minute": spec.price_per_minute,
+        "heartbeat_age_s": round(view.heartbeat_age, 3),
         "host": host,
         "gpu": gpu,
         "gpus": gpus,
         "host_load": host_load,
     }
+
+
+async def list_indexers(request: web.Request) -> web.Response:
+    """Where players may connect: the published indexers, or this one when none is set."""
+    bases = request.app[CONFIG].indexers or (f"{request.scheme}://{request.host}",)
+    urls = [base.replace("http", "ws", 1).rstrip("/") + "/ws/player" for base in bases]
+    return web.json_response({"indexers": urls})
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -271,7 +470,7 @@ async def list_sessions(request: web.Request) -> web.Response:
             "session": s.session_id,
             "container": s.container_id,
             "state": s.status.value,
-            "game": s.request.game,
+            "game": s.request.build,
         }
         for s in request.app[BROKER].sessions.values()
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from indexer.registry import StreamRequest
+from indexer.selection import Request
 
 
 class SessionStatus(Enum):
@@ -33,7 +33,7 @@ class IllegalTransitionError(Exception):
 class Session:
     session_id: str
     player_id: str
-    request: StreamRequest
+    request: Request
     status: SessionStatus = SessionStatus.REQUESTED
     container_id: str | None = None
     answered: bool = False  # the container's answer was relayed (once) while connecting

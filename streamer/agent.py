@@ -9,11 +9,15 @@ registers again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import random
 from dataclasses import dataclass
 
 import aiohttp
 
+from indexer.keys import HostCredentials
 from signaling import protocol as p
 from streamer.session import StreamOptions, StreamSession
 from streamer.telemetry import TelemetryReader
@@ -38,6 +42,13 @@ class AgentConfig:
     max_fps: int = 120
     playout_delay: bool = True  # ask browsers to render at once (streamer/playout_delay.py)
     steady_release: bool = True  # hand frames on at even intervals (streamer/pacing.py)
+    region: str = ""  # where the operator says the host is
+    price_per_minute: float = 0.0
+    uplink_mbps: float = 0.0  # 0: not measured
+    host_key: HostCredentials | None = None  # signs the registration (indexer/keys.py)
+    # Other indexers of the network: after a lost connection the agent registers with one of
+    # these or server_url, at random, never the one that just failed while another is left.
+    other_servers: tuple[str, ...] = ()
 
 
 class ContainerAgent:
@@ -45,19 +56,20 @@ class ContainerAgent:
         self.config = config
         self.sessions: dict[str, StreamSession] = {}
         self.registered = asyncio.Event()
+        self.server_url = config.server_url  # the indexer it is connected to now
         self._closing: set[asyncio.Future[None]] = set()  # sessions whose peers are closing
         self.telemetry = TelemetryReader()
 
     async def run(self) -> None:
         """Stay connected until cancelled; NVML is shut down when it ends."""
         attempt = 0
+        url = self.config.server_url
         with self.telemetry:
             async with aiohttp.ClientSession() as http:
                 while True:
                     try:
-                        async with http.ws_connect(
-                            self.config.server_url, max_msg_size=4 * p.MAX_MESSAGE_BYTES
-                        ) as ws:
+                        async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
+                            self.server_url = url
                             attempt = 0
                             await self._serve(ws)
                     except* (aiohttp.ClientError, OSError) as group:
@@ -76,8 +88,15 @@ class ContainerAgent:
                     delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                     attempt += 1
                     await asyncio.sleep(delay)
+                    url = self._next_server(url)
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def _next_server(self, failed: str) -> str:
+        servers = (self.config.server_url, *self.config.other_servers)
+        others = [url for url in servers if url != failed]
+        return random.choice(others) if others else failed
+
+    async def _registration(self, challenge: str) -> p.Register:
+        """Our specs, signed over the connection's challenge with the operator's host key."""
         cfg = self.config
         register = p.Register(
             cfg.container_id,
@@ -90,8 +109,18 @@ class ContainerAgent:
             encoder_reason=cfg.encoder_reason,
             frames_on=cfg.frames_on,
             capacity=list(cfg.capacity),
+            region=cfg.region,
+            price_per_minute=cfg.price_per_minute,
+            uplink_mbps=cfg.uplink_mbps,
         )
-        await ws.send_str(register.to_json())
+        if cfg.host_key is None:
+            return register
+        register = dataclasses.replace(register, key_id=cfg.host_key.key_id, challenge=challenge)
+        body = json.loads(register.to_json())
+        return dataclasses.replace(register, signature=cfg.host_key.sign(challenge, body))
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        cfg = self.config
         async with asyncio.TaskGroup() as tasks:
             heartbeat: asyncio.Task[None] | None = None
             async for frame in ws:
@@ -102,7 +131,10 @@ class ContainerAgent:
                 except p.ProtocolError as exc:
                     log.warning("container %s: bad message from server: %s", cfg.container_id, exc)
                     continue
-                if isinstance(message, p.Registered) and heartbeat is None:
+                if isinstance(message, p.Challenge):
+                    register = await self._registration(message.challenge)
+                    await ws.send_str(register.to_json())
+                elif isinstance(message, p.Registered) and heartbeat is None:
                     heartbeat = tasks.create_task(
                         self._heartbeat(ws, message.heartbeat_interval_ms / 1000)
                     )

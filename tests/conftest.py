@@ -89,3 +89,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name, reason in reasons.items():
             if reason is not None and item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=f"no {name}: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a unix socket, shared by the session's tests (see
+    tests/redis_server.py); take `redis_url` to get it emptied first."""
+    with running_redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL (unix://...) of `redis_server`, emptied (FLUSHALL) for this test."""
+    import redis  # noqa: PLC0415
+
+    with redis.Redis(unix_socket_path=str(redis_server.socket_path)) as client:
+        client.flushall()
+    return redis_server.url
+
+
+from collections.abc import Iterator  # noqa: E402  (appended with the Redis fixtures)
+
+from tests.redis_server import RedisServer, running_redis_server  # noqa: E402

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
+import json
 from collections.abc import Iterable
 
+import aiohttp
 import av
 import numpy as np
 from aiortc.codecs.h264 import H264PayloadDescriptor
 
+from gamecast.runtime import RunningServer
+from indexer.keys import HostCredentials, KeyStore, parse_private_key
 from signaling import protocol as p
+from signaling.protocol import Register
 from streamer.encoder import EncodedFrame
 from streamer.game import ReferenceGame
 from streamer.input_events import KeyEvent, PointerButton, PointerMove
@@ -92,3 +98,26 @@ def h264_round_trip(frames: Iterable[av.VideoFrame]) -> list[np.ndarray]:
         decoded += decoder.decode(packet)
     decoded += decoder.decode(None)
     return [np.asarray(f.to_ndarray(format="yuv420p")[: f.height], np.uint8) for f in decoded]
+
+
+async def challenge_of(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """The challenge a container socket opens with (a registration must answer it)."""
+    message = await ws.receive_json()
+    assert message["type"] == "challenge", message
+    return str(message["challenge"])
+
+
+def host_credentials(server: RunningServer, host: str = "test-host") -> HostCredentials:
+    """A fresh key for `host`, issued in the running server's key store."""
+    assert server.host_keys is not None, "this server takes unsigned registrations"
+    store = KeyStore.load(server.host_keys)
+    _, key_file = store.issue(host, "2026-11-24T00:00:00+00:00")
+    store.save()
+    return HostCredentials(*parse_private_key(key_file))
+
+
+def signed(register: Register, credentials: HostCredentials, challenge: str) -> str:
+    """`register` as an agent holding `credentials` sends it on a socket opened with `challenge`."""
+    register = dataclasses.replace(register, key_id=credentials.key_id, challenge=challenge)
+    signature = credentials.sign(challenge, json.loads(register.to_json()))
+    return dataclasses.replace(register, signature=signature).to_json()

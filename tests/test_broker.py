@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
-from indexer.registry import Availability, ContainerRegistry
+from indexer.lifecycle import Availability, Liveness, LivenessConfig
+from indexer.play_queue import PlayQueue, Relaxation
+from indexer.registry import ContainerRegistry
+from indexer.store import MemoryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.session import SessionStatus
@@ -22,27 +25,40 @@ OFFER = p.Offer("offer-sdp")
 
 def new_broker() -> SessionBroker:
     counter = itertools.count(1)
-    registry = ContainerRegistry(2.0, 3, random.Random(0))
-    return SessionBroker(registry, lambda: f"s{next(counter)}")
+    registry = ContainerRegistry(
+        LivenessConfig(2.0, 3), np.random.default_rng(0), admit_on_register=True
+    )
+    return SessionBroker(
+        MemoryStore(registry), PlayQueue(Relaxation()), lambda: f"s{next(counter)}"
+    )
+
+
+def registry(broker: SessionBroker) -> ContainerRegistry:
+    assert isinstance(broker.store, MemoryStore)
+    return broker.store.registry
+
+
+def seats(broker: SessionBroker, container_id: str = "c1") -> dict[str, object]:
+    return dict(registry(broker).get(container_id).lifecycle.seats)
 
 
 def availability(broker: SessionBroker, container_id: str = "c1") -> Availability:
-    return broker.registry.get(container_id).availability
+    return registry(broker).get(container_id).lifecycle.availability
 
 
 def status(broker: SessionBroker, session_id: str = "s1") -> SessionStatus:
     return broker.sessions[session_id].status
 
 
-def matched(broker: SessionBroker, player_id: str = "p1") -> SessionBroker:
+async def matched(broker: SessionBroker, player_id: str = "p1") -> SessionBroker:
     """A broker with c1 registered at t=0 and `player_id` matched to it."""
-    broker.register(REGISTER, now=0.0)
-    broker.play(player_id, PLAY)
+    await broker.register(REGISTER, now=0.0)
+    await broker.play(player_id, PLAY, 0.0)
     return broker
 
 
-def connecting(broker: SessionBroker) -> SessionBroker:
-    matched(broker).offer("p1", OFFER)
+async def connecting(broker: SessionBroker) -> SessionBroker:
+    await (await matched(broker)).offer("p1", OFFER)
     return broker
 
 
@@ -53,93 +69,130 @@ def refused(code: str, fragment: str) -> Iterator[None]:
     assert caught.value.code == code
 
 
-def test_happy_path() -> None:
+async def test_happy_path() -> None:
     broker = new_broker()
-    assert broker.register(REGISTER, now=0.0) == [
+    assert await broker.register(REGISTER, now=0.0) == [
         Outgoing("container", "c1", p.Registered("c1", 2000))
     ]
     assert availability(broker) is Availability.STANDBY
 
-    assert broker.play("p1", PLAY) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
+    assert await broker.play("p1", PLAY, 0.0) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
     assert status(broker) is SessionStatus.MATCHED
     assert availability(broker) is Availability.RESERVED
-    assert list(broker.registry.get("c1").seats) == ["s1"]
+    assert list(seats(broker)) == ["s1"]
 
-    assert broker.offer("p1", OFFER) == [
+    assert await broker.offer("p1", OFFER) == [
         Outgoing("container", "c1", p.SessionOffer("s1", "offer-sdp", 1280, 720, 60))
     ]
     assert status(broker) is SessionStatus.CONNECTING
     assert availability(broker) is Availability.RESERVED
 
-    assert broker.answer("c1", p.Answer("s1", "answer-sdp")) == [
+    assert await broker.answer("c1", p.Answer("s1", "answer-sdp")) == [
         Outgoing("player", "p1", p.SessionAnswer("s1", "answer-sdp"))
     ]
     assert status(broker) is SessionStatus.CONNECTING
 
-    assert broker.playing("c1", p.Playing("s1")) == [
+    assert await broker.playing("c1", p.Playing("s1"), 0.0) == [
         Outgoing("player", "p1", p.SessionState("s1", "playing"))
     ]
     assert status(broker) is SessionStatus.PLAYING
     assert availability(broker) is Availability.IN_SESSION
 
-    assert broker.player_end("p1", "bored") == [
+    assert await broker.player_end("p1", "bored", 0.0) == [
         Outgoing("player", "p1", p.Ended("s1", "bored")),
         Outgoing("container", "c1", p.End("s1", "bored")),
     ]
     assert broker.sessions == {}
     assert availability(broker) is Availability.STANDBY
-    assert broker.registry.get("c1").seats == {}
+    assert seats(broker) == {}
 
 
-def test_duplicate_register_is_a_conflict() -> None:
+async def test_duplicate_register_is_a_conflict() -> None:
     broker = new_broker()
-    broker.register(REGISTER, now=0.0)
+    await broker.register(REGISTER, now=0.0)
     with refused("conflict", "already registered"):
-        broker.register(REGISTER, now=1.0)
+        await broker.register(REGISTER, now=1.0)
 
 
-def test_offer_before_play() -> None:
+async def test_offer_before_play() -> None:
     broker = new_broker()
-    broker.register(REGISTER, now=0.0)
+    await broker.register(REGISTER, now=0.0)
     with refused("unexpected", "send play first"):
-        broker.offer("p1", OFFER)
+        await broker.offer("p1", OFFER)
 
 
-def test_second_play_by_the_same_player() -> None:
-    broker = matched(new_broker())
-    broker.register(p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60), now=0.0)
+async def test_second_play_by_the_same_player() -> None:
+    broker = await matched(new_broker())
+    await broker.register(p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60), now=0.0)
     with refused("unexpected", "already has a session"):
-        broker.play("p1", PLAY)
+        await broker.play("p1", PLAY, 0.0)
     assert availability(broker, "c2") is Availability.STANDBY
 
 
-def test_second_offer_is_unexpected() -> None:
-    broker = connecting(new_broker())
+async def test_second_offer_is_unexpected() -> None:
+    broker = await connecting(new_broker())
     with refused("unexpected", "cannot go from connecting to connecting"):
-        broker.offer("p1", OFFER)
+        await broker.offer("p1", OFFER)
 
 
 @pytest.mark.parametrize(
-    ("registered", "play", "fragment"),
-    [
-        (False, PLAY, "no container is registered"),
-        (True, p.Play("doom"), "no container is hosting 'doom'"),
-        (True, p.Play("tetris", 3840, 2160, 60), "no container is able to stream 3840x2160@60"),
-    ],
+    ("play", "fragment"),
+    [(p.Play("doom"), "doom"), (p.Play("tetris", 3840, 2160, 60), "3840x2160")],
 )
-def test_play_with_no_container(registered: bool, play: p.Play, fragment: str) -> None:
+async def test_a_play_that_waiting_cannot_serve_is_refused_with_the_reason(
+    play: p.Play, fragment: str
+) -> None:
     broker = new_broker()
-    if registered:
-        broker.register(REGISTER, now=0.0)
+    await broker.register(REGISTER, now=0.0)
     with refused("unavailable", fragment):
-        broker.play("p1", play)
+        await broker.play("p1", play, 0.0)
     assert broker.sessions == {}
+    assert len(broker.queue) == 0
 
 
-def test_play_when_the_only_container_is_taken() -> None:
-    broker = matched(new_broker())
-    with refused("unavailable", "no container is free for another"):
-        broker.play("p2", PLAY)
+def matched_to(out: list[Outgoing], player_id: str) -> str:
+    """The container `player_id` was matched to (session ids are the broker's business)."""
+    (container,) = [
+        o.message.container
+        for o in out
+        if o.peer_id == player_id and isinstance(o.message, p.Matched)
+    ]
+    return container
+
+
+def queued(out: list[Outgoing]) -> p.Queued:
+    (item,) = out
+    assert isinstance(item.message, p.Queued)
+    return item.message
+
+
+async def test_with_no_container_registered_the_player_waits_and_is_matched_when_one_comes() -> (
+    None
+):
+    broker = new_broker()
+    news = queued(await broker.play("p1", PLAY, 0.0))
+    assert (news.position, news.filter, news.rtt_bound_ms) == (1, "standby", 80)
+    assert "no container is registered" in news.reason
+    out = await broker.register(REGISTER, now=1.0)
+    assert matched_to(out, "p1") == "c1"
+    assert len(broker.queue) == 0
+
+
+async def test_players_queue_in_order_while_the_only_container_is_taken() -> None:
+    broker = await matched(new_broker())
+    assert queued(await broker.play("p2", PLAY, 0.0)).position == 1
+    assert queued(await broker.play("p3", PLAY, 0.0)).position == 2
+    with refused("unexpected", "a place in the queue"):
+        await broker.play("p2", PLAY, 0.0)
+    assert await broker.serve_queue(1.0) == []  # nothing changed: nobody is told again
+    out = await broker.player_end("p1", "done", 2.0)
+    assert matched_to(out, "p2") == "c1"
+    assert Outgoing("player", "p3", p.Queued(1, "standby", queued(out[-1:]).reason, 80)) in out
+    # A waiting player who leaves gives up their place.
+    assert await broker.player_gone("p3", 3.0) == [
+        Outgoing("player", "p3", p.Ended("", "the player disconnected"))
+    ]
+    assert len(broker.queue) == 0
 
 
 @pytest.mark.parametrize(
@@ -149,11 +202,13 @@ def test_play_when_the_only_container_is_taken() -> None:
         ("c1", "s9", "session 's9' is not this container's"),
     ],
 )
-def test_answer_from_the_wrong_container(container_id: str, session_id: str, fragment: str) -> None:
-    broker = connecting(new_broker())
-    broker.register(p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60), now=0.0)
+async def test_answer_from_the_wrong_container(
+    container_id: str, session_id: str, fragment: str
+) -> None:
+    broker = await connecting(new_broker())
+    await broker.register(p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60), now=0.0)
     with refused("unexpected", fragment):
-        broker.answer(container_id, p.Answer(session_id, "answer-sdp"))
+        await broker.answer(container_id, p.Answer(session_id, "answer-sdp"))
     assert status(broker) is SessionStatus.CONNECTING
 
 
@@ -161,36 +216,42 @@ def test_answer_from_the_wrong_container(container_id: str, session_id: str, fra
     ("method", "message"),
     [("answer", p.Answer("s1", "answer-sdp")), ("playing", p.Playing("s1"))],
 )
-def test_container_must_wait_for_the_offer(method: str, message: p.Message) -> None:
-    broker = matched(new_broker())
+async def test_container_must_wait_for_the_offer(method: str, message: p.Message) -> None:
+    broker = await matched(new_broker())
     with refused("unexpected", "session s1 is matched, not connecting"):
-        getattr(broker, method)("c1", message)
+        if method == "playing":
+            await broker.playing("c1", message, 0.0)  # type: ignore[arg-type]
+        else:
+            await broker.answer("c1", message)  # type: ignore[arg-type]
     assert availability(broker) is Availability.RESERVED
 
 
-def test_container_gone_mid_session() -> None:
-    broker = connecting(new_broker())
-    broker.answer("c1", p.Answer("s1", "answer-sdp"))
-    broker.playing("c1", p.Playing("s1"))
-    assert broker.container_gone("c1", "container crashed") == [
+async def test_container_gone_mid_session() -> None:
+    broker = await connecting(new_broker())
+    await broker.answer("c1", p.Answer("s1", "answer-sdp"))
+    await broker.playing("c1", p.Playing("s1"), 0.0)
+    assert await broker.container_gone("c1", "container crashed", 0.0) == [
         Outgoing("player", "p1", p.Ended("s1", "container crashed"))
     ]
-    assert "c1" not in broker.registry
+    assert registry(broker).get("c1").lifecycle.liveness is Liveness.MISSED
     assert broker.sessions == {}
-    assert broker.player_gone("p1") == []
+    assert await broker.player_gone("p1", 0.0) == []
 
 
-def test_container_gone_without_session_just_unregisters() -> None:
+async def test_container_gone_without_session_is_missed_until_it_registers_again() -> None:
     broker = new_broker()
-    broker.register(REGISTER, now=0.0)
-    assert broker.container_gone("c1", "closed") == []
-    assert "c1" not in broker.registry
-    assert broker.container_gone("c1", "closed again") == []
+    await broker.register(REGISTER, now=0.0)
+    assert await broker.container_gone("c1", "closed", 0.0) == []
+    assert registry(broker).get("c1").lifecycle.liveness is Liveness.MISSED
+    assert await broker.container_gone("c1", "closed again", 0.0) == []
+    assert await broker.register(REGISTER, now=1.0) == [
+        Outgoing("container", "c1", p.Registered("c1", 2000))
+    ]
 
 
-def test_container_end_releases_it() -> None:
-    broker = connecting(new_broker())
-    assert broker.container_end("c1", p.End("s1", "game over")) == [
+async def test_container_end_releases_it() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.container_end("c1", p.End("s1", "game over"), 0.0) == [
         Outgoing("player", "p1", p.Ended("s1", "game over"))
     ]
     assert availability(broker) is Availability.STANDBY
@@ -200,73 +261,78 @@ def test_container_end_releases_it() -> None:
     ("heartbeat_at", "now", "ended"),
     [(None, 5.9, False), (None, 6.1, True), (4.0, 6.1, False), (4.0, 10.1, True)],
 )
-def test_expire_after_missed_heartbeats(
+async def test_expire_after_missed_heartbeats(
     heartbeat_at: float | None, now: float, ended: bool
 ) -> None:
-    broker = matched(new_broker())
+    broker = await matched(new_broker())
     if heartbeat_at is not None:
-        broker.heartbeat("c1", heartbeat_at)
+        await broker.heartbeat("c1", heartbeat_at)
     expected = [Outgoing("player", "p1", p.Ended("s1", "the container stopped sending heartbeats"))]
-    assert broker.expire(now) == (expected if ended else [])
-    assert ("c1" in broker.registry) is not ended
+    assert await broker.expire(now) == (expected if ended else [])
+    liveness = registry(broker).get("c1").lifecycle.liveness
+    assert liveness is (Liveness.MISSED if ended else Liveness.LIVE)
     assert ("s1" in broker.sessions) is not ended
 
 
-def test_player_gone() -> None:
+async def test_player_gone() -> None:
     broker = new_broker()
-    assert broker.player_gone("p1") == []
-    matched(broker)
-    assert broker.player_gone("p1") == [
+    assert await broker.player_gone("p1", 0.0) == []
+    await matched(broker)
+    assert await broker.player_gone("p1", 0.0) == [
         Outgoing("player", "p1", p.Ended("s1", "the player disconnected")),
         Outgoing("container", "c1", p.End("s1", "the player disconnected")),
     ]
     assert availability(broker) is Availability.STANDBY
 
 
-def test_container_is_claimable_after_a_session_ends() -> None:
-    broker = connecting(new_broker())
-    broker.player_end("p1", "done")
-    assert broker.play("p2", PLAY) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
-    with refused("unavailable", "no container is free for another"):
-        broker.play("p1", PLAY)  # p1 no longer has a session, so this is not "unexpected"
+async def test_container_is_claimable_after_a_session_ends() -> None:
+    broker = await connecting(new_broker())
+    await broker.player_end("p1", "done", 0.0)
+    assert await broker.play("p2", PLAY, 0.0) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
+    # p1 no longer has a session, so this is not "unexpected": p1 waits.
+    assert queued(await broker.play("p1", PLAY, 0.0)).filter == "standby"
 
 
-def test_an_answer_is_relayed_once_and_playing_needs_one() -> None:
-    broker = connecting(new_broker())
+async def test_an_answer_is_relayed_once_and_playing_needs_one() -> None:
+    broker = await connecting(new_broker())
     with refused("unexpected", "session s1 has no answer yet"):
-        broker.playing("c1", p.Playing("s1"))
-    assert broker.answer("c1", p.Answer("s1", "answer-sdp"))
+        await broker.playing("c1", p.Playing("s1"), 0.0)
+    assert await broker.answer("c1", p.Answer("s1", "answer-sdp"))
     with refused("unexpected", "session s1 was answered already"):
-        broker.answer("c1", p.Answer("s1", "another-sdp"))
-    assert broker.playing("c1", p.Playing("s1"))
+        await broker.answer("c1", p.Answer("s1", "another-sdp"))
+    assert await broker.playing("c1", p.Playing("s1"), 0.0)
     assert status(broker) is SessionStatus.PLAYING
 
 
-def test_heartbeat_from_an_expired_container_says_so() -> None:
-    broker = matched(new_broker())
-    broker.expire(10.0)
+async def test_heartbeat_from_an_expired_container_says_so() -> None:
+    broker = await matched(new_broker())
+    await broker.expire(10.0)
     with refused("expired", "missed its heartbeats; register again"):
-        broker.heartbeat("c1", 10.0)
+        await broker.heartbeat("c1", 10.0)
 
 
-def test_a_container_with_capacity_for_two_serves_two_players_and_ends_both_when_gone() -> None:
+async def test_a_container_with_capacity_for_two_serves_two_players_and_ends_both_when_gone() -> (
+    None
+):
     broker = new_broker()
     two = [p.StreamCapacity(1280, 720, 60, 2)]
-    broker.register(p.Register("c1", ["tetris"], ["h264"], 1280, 720, 60, capacity=two), now=0.0)
-    assert broker.play("p1", PLAY) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
-    assert broker.play("p2", PLAY) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
-    with refused("unavailable", "no container is free for another 1280x720@60 session"):
-        broker.play("p3", PLAY)
+    await broker.register(
+        p.Register("c1", ["tetris"], ["h264"], 1280, 720, 60, capacity=two), now=0.0
+    )
+    assert await broker.play("p1", PLAY, 0.0) == [Outgoing("player", "p1", p.Matched("s1", "c1"))]
+    assert await broker.play("p2", PLAY, 0.0) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]
+    assert queued(await broker.play("p3", PLAY, 0.0)).filter == "standby"
     for player in ("p1", "p2"):
-        broker.offer(player, OFFER)
+        await broker.offer(player, OFFER)
     # Each session is the container's own: an answer for one does not touch the other.
-    broker.answer("c1", p.Answer("s2", "answer-sdp"))
-    assert broker.playing("c1", p.Playing("s2")) == [
+    await broker.answer("c1", p.Answer("s2", "answer-sdp"))
+    assert await broker.playing("c1", p.Playing("s2"), 0.0) == [
         Outgoing("player", "p2", p.SessionState("s2", "playing"))
     ]
     assert status(broker, "s1") is SessionStatus.CONNECTING
-    assert broker.container_gone("c1", "crashed") == [
+    assert await broker.container_gone("c1", "crashed", 0.0) == [
         Outgoing("player", "p1", p.Ended("s1", "crashed")),
         Outgoing("player", "p2", p.Ended("s2", "crashed")),
     ]
     assert broker.sessions == {}
+    assert seats(broker) == {}

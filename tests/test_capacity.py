@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gamecast.runtime import embedded_network, prepare_host
-from signaling.protocol import StreamCapacity
+from signaling.protocol import Play, StreamCapacity
 from streamer.agent import AgentConfig
 from streamer.capacity import (
     CapacityError,
@@ -19,7 +19,7 @@ from streamer.capacity import (
     sessions_for,
 )
 from streamer.encoder import X264
-from verifier.bot import BotError, BotPlayer
+from verifier.bot import BotPlayer
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,15 @@ async def test_a_container_serves_its_capacity_at_once_and_refuses_one_more(http
         assert (row["load"], sorted(row["sessions"])) == (1.0, sorted(agent.sessions))
         assert row["capacity"] == [{"width": 1280, "height": 720, "fps": 60, "sessions": 2}]
 
-        third = BotPlayer(server.player_url)
-        with pytest.raises(BotError, match="no container is free for another 640x360@30"):
-            async with third.play(http, width=640, height=360, fps=30):
-                pass
+        # A third player waits in the queue, told why, and is matched when a seat frees.
+        async with http.ws_connect(server.player_url) as third:
+            await third.send_str(Play("reference", 640, 360, 30).to_json())
+            queued = await third.receive_json()
+            assert (queued["type"], queued["position"], queued["filter"]) == (
+                "queued",
+                1,
+                "standby",
+            )
+            await players.aclose()  # the two bots leave
+            matched = await third.receive_json()
+            assert (matched["type"], matched["container"]) == ("matched", "local-1")

@@ -9,6 +9,7 @@ import pytest
 from signaling.protocol import GpuSpec, HostSpecs, Register
 from streamer.telemetry import TelemetryReader
 from tests.conftest import open_page
+from tests.samples import challenge_of, host_credentials, signed
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +57,8 @@ async def test_server_strings_are_shown_as_text_never_as_markup(network, http, b
         "evil", [hostile], ["<x264>"], 1280, 720, 60, HostSpecs(hostile, 1, 1, [gpu])
     )
     async with http.ws_connect(server.container_url) as evil:
-        await evil.send_str(register.to_json())
+        challenge = await challenge_of(evil)
+        await evil.send_str(signed(register, host_credentials(server), challenge))
         assert (await evil.receive_json())["type"] == "registered"
         page, _ = await open_page(browser, server.url + "/static/dashboard.html")
         await page.wait_for_function(POLLED.format(1, 2), timeout=10_000)

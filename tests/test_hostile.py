@@ -15,6 +15,7 @@ from signaling.protocol import MAX_MESSAGE_BYTES, Heartbeat, HostSpecs, Register
 from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT, ServerConfig
 from streamer.input_events import EVENT_BURST
 from tests.conftest import eventually
+from tests.samples import challenge_of, host_credentials, signed
 from verifier.bot import BotPlayer
 
 BAD_SIGNALING = [
@@ -108,15 +109,17 @@ async def test_binary_and_flooding_players_are_answered_not_obeyed(network, http
 async def test_container_must_register_first(network, http) -> None:
     server, _ = network
     async with http.ws_connect(server.container_url) as ws:
+        challenge = await challenge_of(ws)
         await ws.send_str('{"v": 1, "type": "heartbeat"}')
         assert (await _next_error(ws))["code"] == "unexpected"
-        await ws.send_str(
-            '{"v": 1, "type": "register", "container": "local-1", "games": [], '
-            '"encoders": [], "max_width": 1280, "max_height": 720, "max_fps": 60}'
-        )
+        register = Register("local-1", [], [], 1280, 720, 60)
+        await ws.send_str(register.to_json())  # unsigned
+        assert (await _next_error(ws))["code"] == "malformed"
+        # Signed, but with another host's key than the one that registered local-1.
+        await ws.send_str(signed(register, host_credentials(server), challenge))
         error = await _next_error(ws)
         assert error["code"] == "conflict"
-        assert "already registered" in error["reason"]
+        assert "belongs to another host key" in error["reason"]
 
 
 async def test_abuse_never_touches_a_live_session(network, http, playing_bot) -> None:
@@ -219,6 +222,7 @@ async def test_an_expired_container_is_told_and_its_old_socket_cannot_undo_a_new
     register = Register("c1", ["reference"], ["x264"], 1280, 720, 60).to_json()
     async with serve("127.0.0.1", 0, config) as server:
         old = await http.ws_connect(server.container_url)
+        await challenge_of(old)
         await old.send_str(register)
         assert (await old.receive_json())["type"] == "registered"
         await asyncio.sleep(0.5)  # silent past two heartbeat periods: the sweep expires it
@@ -226,6 +230,7 @@ async def test_an_expired_container_is_told_and_its_old_socket_cannot_undo_a_new
         assert (await old.receive_json())["code"] == "expired"
 
         async with http.ws_connect(server.container_url) as new:
+            await challenge_of(new)
             await new.send_str(register)
             assert (await new.receive_json())["type"] == "registered"
             await old.close()
@@ -245,13 +250,14 @@ async def test_hostile_specs_and_telemetry_are_refused_while_a_session_plays_on(
     await bot.wait_frames(10)
     register = Register("evil", ["reference"], ["x264"], 1280, 720, 60, HostSpecs("x", 1, 1, []))
     async with http.ws_connect(server.container_url) as evil:
+        challenge = await challenge_of(evil)
         hostile_host = json.loads(register.to_json())
         hostile_host["host"]["cpu_cores"] = 0
         await evil.send_str(json.dumps(hostile_host))
         error = await _next_error(evil)
         assert (error["code"], error["ref"]) == ("bad_field", "")
         assert "register.host.cpu_cores=0 is outside [1, 4096]" in error["reason"]
-        await evil.send_str(register.to_json())
+        await evil.send_str(signed(register, host_credentials(server), challenge))
         assert (await evil.receive_json())["type"] == "registered"
 
         for raw, code, fragment in BAD_TELEMETRY:

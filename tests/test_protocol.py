@@ -12,9 +12,13 @@ from signaling.protocol import MESSAGES, ProtocolError, Role, parse_message
 
 EXAMPLES: list[p.Message] = [
     p.Play("tetris", 1920, 1080, 120),
+    p.Play("tetris", policy="lowest-cost", budget_per_minute=0.05, rtt_bound_ms=40),
     p.Offer("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"),
     p.End("s1", "bored"),
     p.Register("c1", ["tetris", "doom"], ["h264", "vp8"], 3840, 2160, 144),
+    p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60, region="eu-west", price_per_minute=0.02),
+    p.Challenge("q6Jx0mX2v1zA8Yl4s9Kc3w"),
+    p.Queued(2, "standby", "no container is on standby", 120),
     p.Heartbeat(),
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),
@@ -34,7 +38,7 @@ def wire(message_type: str, **fields: Any) -> str:
 
 
 def test_every_message_has_an_example() -> None:
-    assert sorted(m.type for m in EXAMPLES) == sorted(MESSAGES)
+    assert {m.type for m in EXAMPLES} == set(MESSAGES)
 
 
 @pytest.mark.parametrize(("message", "role"), SENDS, ids=lambda v: getattr(v, "type", v))
@@ -45,7 +49,8 @@ def test_round_trip(message: p.Message, role: Role) -> None:
 
 def test_golden_json() -> None:
     assert p.Play("tetris").to_json() == (
-        '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60}'
+        '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60,'
+        '"policy":"best-overall","rtt_bound_ms":80}'
     )
     assert p.Heartbeat().to_json() == '{"v":1,"type":"heartbeat"}'
 

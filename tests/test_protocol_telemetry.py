@@ -73,7 +73,8 @@ def test_golden_json() -> None:
         .to_json()
         .endswith(
             '"max_fps":1,"host":{"cpu_model":"AMD EPYC","cpu_cores":2,"ram_mib":24105,"gpus":[]},'
-            '"encoder_reason":"","frames_on":"cpu","capacity":[]}'
+            '"encoder_reason":"","frames_on":"cpu","capacity":[],"region":"",'
+            '"price_per_minute":0.0,"uplink_mbps":0.0,"key_id":"","challenge":"","signature":""}'
         )
     )
 

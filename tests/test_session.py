@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from indexer.registry import StreamRequest
+from indexer.selection import Request
 from signaling.session import TRANSITIONS, IllegalTransitionError, Session, SessionStatus
 
 S = SessionStatus
@@ -23,7 +23,7 @@ LEGAL = {
 
 
 def session_in(status: SessionStatus) -> Session:
-    return Session("s1", "p1", StreamRequest("tetris", 1280, 720, 60), status=status)
+    return Session("s1", "p1", Request("tetris", 1280, 720, 60), status=status)
 
 
 def test_table_is_the_documented_lifecycle() -> None:
@@ -50,5 +50,5 @@ def test_illegal_move_raises_and_keeps_state(source: SessionStatus, target: Sess
 
 
 def test_new_session_starts_requested() -> None:
-    session = Session("s1", "p1", StreamRequest("tetris", 1280, 720, 60))
+    session = Session("s1", "p1", Request("tetris", 1280, 720, 60))
     assert (session.status, session.container_id) == (S.REQUESTED, None)

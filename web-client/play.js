@@ -82,6 +82,7 @@ function qualityChoice() {
     width: Number(params.get("width") ?? width),
     height: Number(params.get("height") ?? height),
     fps: Number(params.get("fps") ?? fps),
+    policy: params.get("policy") ?? $("policy").value,
   };
 }
 
@@ -191,6 +192,9 @@ function onSignal(event) {
         statsTimer = setInterval(() => pc && state.overlay.refresh(pc), 1000);
       }
       break;
+    case "queued":
+      setStatus(`waiting, number ${message.position} in the queue: ${message.reason}`);
+      break;
     case "ended":
       teardown(`ended: ${message.reason}`);
       break;
@@ -209,14 +213,42 @@ function play() {
   state.inputSent.clear();
   setStatus("finding a container");
   const checked = refreshQualities(); // alongside the connect, so Play waits no longer for it
-  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/player`);
-  ws = socket;
-  socket.onopen = async () => {
+  connectToIndexer().then(async (socket) => {
+    ws = socket;
     await checked;
+    socket.onmessage = onSignal;
+    socket.onclose = () => pc && teardown("signaling connection closed");
     if (ws === socket) send({ type: "play", game: "reference", ...qualityChoice() });
-  };
-  socket.onmessage = onSignal;
-  socket.onclose = () => pc && teardown("signaling connection closed");
+  }, (error) => teardown(error.message));
+}
+
+// The network publishes its indexers (/api/indexers); take one at random and the next when it
+// does not answer, so one indexer down costs a player a retry, not the game.
+async function connectToIndexer() {
+  let urls = [];
+  try {
+    urls = (await (await fetch("/api/indexers")).json()).indexers;
+  } catch {
+    // this indexer cannot list the others: it is the only one we know
+  }
+  const here = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/player`;
+  const order = urls.length ? urls.sort(() => Math.random() - 0.5) : [here];
+  for (const url of order) {
+    try {
+      return await openSocket(url);
+    } catch {
+      setStatus(`indexer ${url} did not answer, trying another`);
+    }
+  }
+  throw new Error("no indexer answered");
+}
+
+function openSocket(url) {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url);
+    socket.onopen = () => resolve(socket);
+    socket.onerror = () => reject(new Error(`${url} did not answer`));
+  });
 }
 
 function end(reason = "ended by player") {

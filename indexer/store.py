@@ -1,0 +1,107 @@
+"""The registry store seam: what the session broker needs from wherever containers are kept.
+
+Two stores, chosen at start-up: `MemoryStore` (the embedded default: one process, the pure
+registry behind async methods that never await, so each call is atomic on the event loop) and
+`RedisStore`'s adapter in indexer/shared_registry.py (several indexer processes, claims made
+atomic by one script on the Redis server). The broker is written against this protocol only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from indexer.lifecycle import Event, LivenessConfig
+from indexer.registry import ContainerRegistry, ContainerSpec
+from indexer.selection import Choice, Request
+from signaling.protocol import Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerView:
+    """One container as the API and the dashboard show it."""
+
+    spec: ContainerSpec
+    state: str  # the seed's name for it (lifecycle.SeedState)
+    availability: str
+    load: float
+    sessions: tuple[str, ...]
+    heartbeat_age: float
+    telemetry: Telemetry | None
+    telemetry_age: float | None
+
+
+class RegistryStore(Protocol):
+    liveness: LivenessConfig
+
+    async def register(self, spec: ContainerSpec, now: float) -> None: ...
+
+    async def heartbeat(
+        self, container_id: str, now: float, telemetry: Telemetry | None
+    ) -> None: ...
+
+    async def expire(self, now: float) -> list[tuple[str, tuple[str, ...]]]: ...
+
+    async def apply(self, container_id: str, event: Event, now: float) -> tuple[str, ...]: ...
+
+    async def claim(self, request: Request, session_id: str, now: float) -> Choice: ...
+
+    async def start(self, container_id: str, session_id: str, now: float) -> None: ...
+
+    async def release(self, container_id: str, session_id: str, now: float) -> None: ...
+
+    def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool: ...
+
+    def views(self, now: float) -> list[ContainerView]: ...
+
+
+class MemoryStore:
+    """The in-memory registry behind the store protocol."""
+
+    def __init__(self, registry: ContainerRegistry) -> None:
+        self.registry = registry
+        self.liveness = registry.liveness
+
+    async def register(self, spec: ContainerSpec, now: float) -> None:
+        self.registry.register(spec, now)
+
+    async def heartbeat(self, container_id: str, now: float, telemetry: Telemetry | None) -> None:
+        self.registry.heartbeat(container_id, now, telemetry)
+
+    async def expire(self, now: float) -> list[tuple[str, tuple[str, ...]]]:
+        return self.registry.expire(now)
+
+    async def apply(self, container_id: str, event: Event, now: float) -> tuple[str, ...]:
+        return self.registry.apply(container_id, event, now)
+
+    async def claim(self, request: Request, session_id: str, now: float) -> Choice:
+        return self.registry.claim(request, session_id, now)
+
+    async def start(self, container_id: str, session_id: str, now: float) -> None:
+        self.registry.start(container_id, session_id, now)
+
+    async def release(self, container_id: str, session_id: str, now: float) -> None:
+        self.registry.release(container_id, session_id, now)
+
+    def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
+        return self.registry.can_stream(container_id, width, height, fps)
+
+    def views(self, now: float) -> list[ContainerView]:
+        views = []
+        for record in self.registry.records():
+            lifecycle = record.lifecycle
+            views.append(
+                ContainerView(
+                    spec=record.spec,
+                    state=lifecycle.seed_state(now).value,
+                    availability=lifecycle.availability.value,
+                    load=lifecycle.load,
+                    sessions=tuple(sorted(lifecycle.seats)),
+                    heartbeat_age=now - lifecycle.last_heartbeat,
+                    telemetry=record.telemetry,
+                    telemetry_age=None
+                    if record.telemetry_at is None
+                    else now - record.telemetry_at,
+                )
+            )
+        return views
