@@ -653,7 +653,7 @@ class Fleet:
             raise IndexerError(f"a shortlist holds at least one container, not {shortlist}")
         blk = self._blocks.get(request.build) or self._block(request.build)
         if blk is None:
-            raise self._refusal(request, now)
+            raise self._refusal(request, now, None)
         cost = self._costs(blk, request)
         player, bound, policy = request.player, request.rtt_bound, request.policy
         lo, hi = 0, len(blk.slots)
@@ -671,7 +671,7 @@ class Fleet:
             ok &= blk.price[lo:hi] <= budget
         found = np.flatnonzero(ok)
         if not len(found):
-            raise self._refusal(request, now)
+            raise self._refusal(request, now, blk, lo, hi)
         found += lo
         rows = blk.rows.take(found, axis=0)
         rtt: Vector | None = None
@@ -682,7 +682,7 @@ class Fleet:
             scores[rtt > bound] = math.inf
         best = float(scores.min())
         if best == math.inf:
-            raise self._refusal(request, now)
+            raise self._refusal(request, now, blk, lo, hi)
         unknown = player is None and policy is Policy.BEST_EXPERIENCE
         quantum = (QUALITY_QUANTUM if unknown else QUANTUM[policy]) / unit
         picks, cells = _best(scores, best, quantum, shortlist=shortlist, rng=rng)
@@ -775,12 +775,13 @@ class Fleet:
             return NoContainerError("no container is registered", filter="standby")
         build, shape = request.build, request.shape
         alive = fits = np.zeros(0, bool)
+        start = 0
         if blk is not None:
             cost = self._costs(blk, request)
-            for lo, hi in ((lo, hi), (0, len(blk.slots))):  # noqa: B020, PLR1704
-                spare = blk.spare[lo:hi]
-                alive = (blk.until[lo:hi] >= now) & (spare > FULL - 1.0)  # load < 1
-                fits = alive & (cost[lo:hi] <= spare)
+            for start, stop in ((lo, hi), (0, len(blk.slots))):
+                spare = blk.spare[start:stop]
+                alive = (blk.until[start:stop] >= now) & (spare > FULL - 1.0)  # load < 1
+                fits = alive & (cost[start:stop] <= spare)
                 if fits.any():
                     break
         if not alive.any():
@@ -802,7 +803,7 @@ class Fleet:
                 filter="resources",
             )
         assert blk is not None
-        found = np.flatnonzero(fits) + lo
+        found = np.flatnonzero(fits) + start
         player, bound = request.player, request.rtt_bound
         if player is not None:
             rtt = self._rtts(blk.rows.take(found, axis=0), player)
