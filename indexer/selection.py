@@ -31,13 +31,18 @@ Scores are quantised (floor(score / quantum)) so that near-equal containers tie,
 broken uniformly at random with the injected generator: load spreads over equal containers.
 A shortlist is the best `shortlist` containers by quantised score, ties in random order.
 
-Speed (benchmarks/indexer.py): containers are grouped per build into blocks whose columns are
-copies ordered by region, so a request touches one contiguous slice and never gathers; the
-setters write through to the blocks. Whole regions are pruned by the triangle inequality: a
-region keeps a centroid c, a radius r >= |x - c| over its members' vectors and their least
-and largest heights, so no member is nearer a player at p than |p - c| - r + h_min + h_player
-(exact: no false negatives). Updates only grow r; it is recomputed once the region has seen
-as many updates as it has members. A block is rebuilt lazily after its membership changes.
+Speed (benchmarks/indexer.py: 40,000 containers). Containers are grouped per build into
+blocks: copies of the columns the filters scan, ordered by region so that the regions a
+request keeps are one slice, and a packed row per container of what ranking needs. A request
+tests its slice for a free seat and the budget in two vectorised comparisons, packs the
+survivors (a tenth, typically) with one `compress`, and only those get an RTT and a score.
+The setters write through to the blocks; a block is rebuilt lazily when its membership
+changes, its standby column re-swept lazily when a deadline may have passed, and its seat
+costs are kept for the last SHAPE_CACHE (shape, requirements) pairs asked. Whole regions are
+pruned by the triangle inequality: a region keeps a centroid c, a radius r >= |x - c| over
+its members' vectors and their least height h_min, so no member is nearer a player at p than
+|p - c| - r + h_min + h_player (exact: no false negatives). Updates only grow r; it is
+recomputed once the region has seen as many updates as it has placed members.
 """
 
 from __future__ import annotations
@@ -56,7 +61,6 @@ from indexer.errors import IndexerError, NoContainerError
 from signaling.protocol import StreamCapacity
 
 Vector = NDArray[np.float64]
-Mask = NDArray[np.bool_]
 Rows = NDArray[np.intp]
 _T = TypeVar("_T")
 
@@ -70,10 +74,6 @@ _ROW_FILL = {  # a free row's values
     "_maxw": 0.0, "_maxh": 0.0, "_maxfps": 0.0, "_cap_id": 0, "_enc_id": 0, "_region": 0,
     "_used": False, "_candidate": False, "_deadline": -math.inf, "_load": 0.0,
     "_qos": UNPROVEN_QOS, "_pen": 0.0, "_vec": 0.0, "_height": math.inf,
-}  # fmt: skip
-_REGION_FILL = {  # a region without placed members prunes itself: its least height is inf
-    "_r_aug": 0.0, "_r_rad": 0.0, "_r_hmin": math.inf, "_r_low": math.inf,
-    "_r_placed": 0, "_r_loose": 0,
 }  # fmt: skip
 
 
@@ -204,41 +204,65 @@ class _Interned(Generic[_T]):
 
     def __init__(self) -> None:
         self.ids: dict[_T, int] = {}
-        self.values: list[_T] = []
+        self.values: list[_T] = []  # by number; a free number keeps its old value
         self.refs: list[int] = []
+        self.free: list[int] = []
 
     def take(self, value: _T) -> int:
         number = self.ids.get(value)
         if number is None:
-            number = self.refs.index(0) if 0 in self.refs else len(self.values)
-            if number == len(self.values):
+            if self.free:
+                number = self.free.pop()
+                self.values[number] = value
+            else:
+                number = len(self.values)
                 self.values.append(value)
                 self.refs.append(0)
-            else:
-                del self.ids[self.values[number]]
-                self.values[number] = value
             self.ids[value] = number
         self.refs[number] += 1
         return number
 
     def drop(self, number: int) -> None:
-        self.refs[number] -= 1  # kept for reuse: its id is recycled by the next new value
+        self.refs[number] -= 1
+        if not self.refs[number]:
+            del self.ids[self.values[number]]
+            self.free.append(number)
+
+
+@dataclass(eq=False, slots=True)
+class _Region:
+    """A declared region's bounds over its members' coordinates: no member is nearer a
+    player at p than |p - centre| + low, where low = least_height - radius."""
+
+    name: str
+    centre: tuple[float, ...]
+    members: int = 0
+    placed: int = 0  # members with a coordinate
+    loose: int = 0  # updates since the bounds were last computed
+    radius: float = 0.0
+    least_height: float = math.inf
+    low: float = math.inf  # inf while nobody is placed: the region prunes itself
 
 
 @dataclass(eq=False, slots=True)
 class _Block:
     """One build's containers, ordered by region so that a run of regions is a slice.
 
-    `spare`, `until` and `price` are the columns the cheap filters scan; `rows` packs what
-    only the survivors need, gathered in one `take`: [-2x, 1, |x|^2, height, base_cost,
-    fexp, fall, pall, penalty] for a vector x (see `_query`).
+    `spare` and `price` are the columns the cheap filters scan; `rows` packs what only the
+    survivors need, compressed in one call: [-2x, |x|^2, height, base_cost, fexp, fall, pall,
+    penalty, row] for a vector x (see `_rtts`), 128 bytes with 8 dimensions: two cache lines.
     Built from the fleet's columns; the setters write through.
+
+    `spare` folds the standby filter in: FULL - load for a candidate that is live, -inf
+    otherwise. Liveness is swept lazily: the rows whose deadline was below `swept` (the
+    `now` of the last sweep) are -inf, and every other candidate's deadline is at least
+    `horizon`; a request at a `now` outside [swept, horizon) sweeps first.
     """
 
     slots: Rows
-    pos: dict[int, int]  # slot -> row
-    regions: list[tuple[int, int, int]]  # (region id, first row, end row), non-empty, in order
-    spare: Vector  # FULL - load
+    pos: NDArray[np.int32]  # slot -> row, -1 for the fleet's other rows
+    regions: list[tuple[_Region, int, int]]  # (region, first row, end row), non-empty, in order
+    spare: Vector  # FULL - load when standing by, else -inf
     until: Vector  # the deadline when a candidate, else -inf
     price: Vector
     rows: NDArray[np.float64]  # (n, dims + 8)
@@ -246,6 +270,8 @@ class _Block:
     unplaced: int
     max_price: float
     costs: OrderedDict[tuple[int, int, int, Requirements], Vector]
+    swept: float = math.inf  # none yet: the first request sweeps
+    horizon: float = -math.inf
 
 
 class Fleet:
@@ -253,8 +279,10 @@ class Fleet:
 
     def __init__(self, dimensions: int = VivaldiConfig().dimensions) -> None:
         self.dimensions = d = dimensions
-        # Columns of `_Block.rows` after the vector: height, then the quality-dependent ones.
-        self._h, self._base, self._fexp, self._fall, self._pall, self._pen_col = range(d + 2, d + 8)
+        # Columns of `_Block.rows` after the vector: height, the quality-dependent ones, row.
+        self._h, self._base, self._fexp, self._fall, self._pall, self._pen_col, self._at = range(
+            d + 1, d + 8
+        )
         self._ids: list[str] = []
         self._profiles: list[Profile | None] = []
         self._slot: dict[str, int] = {}
@@ -276,13 +304,7 @@ class Fleet:
         self._vec, self._height = np.zeros((0, d)), np.zeros(0)
         self._alloc_rows(64)
         self._region_id: dict[str, int] = {}
-        self._region_names: list[str] = []
-        self._region_count: list[int] = []
-        self._region_top = 0  # regions ever used are below this
-        self._r_aug = np.zeros((0, d + 2))  # centroid c as [-2c, 1, |c|^2]
-        self._r_rad, self._r_hmin, self._r_low = np.zeros(0), np.zeros(0), np.zeros(0)
-        self._r_placed, self._r_loose = np.zeros(0, np.intp), np.zeros(0, np.intp)
-        self._alloc_regions(16)
+        self._regions: list[_Region] = []
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -293,13 +315,6 @@ class Fleet:
         self._ids.extend([""] * (size - old))
         self._profiles.extend([None] * (size - old))
         self._free.extend(range(size - 1, old - 1, -1))
-
-    def _alloc_regions(self, size: int) -> None:
-        old = len(self._region_names)
-        _grow(self, _REGION_FILL, old, size)
-        self._r_aug[old:, self.dimensions] = 1.0
-        self._region_names.extend([""] * (size - old))
-        self._region_count.extend([0] * (size - old))
 
     def __contains__(self, container_id: object) -> bool:
         return container_id in self._slot
@@ -343,7 +358,7 @@ class Fleet:
         region = self._region_id.get(profile.region)
         if region is None:
             region = self._new_region(profile.region)
-        self._region_count[region] += 1
+        self._regions[region].members += 1
         self._region[slot] = region
         for build in profile.builds:
             self._members.setdefault(build, set()).add(slot)
@@ -363,13 +378,12 @@ class Fleet:
                 del self._members[build]
             self._blocks.pop(build, None)
         region = int(self._region[slot])
-        self._region_count[region] -= 1
-        if not self._region_count[region]:
-            del self._region_id[self._region_names[region]]
-            self._r_placed[region] = self._r_loose[region] = 0
-            self._r_hmin[region] = self._r_low[region] = math.inf
+        place = self._regions[region]
+        place.members -= 1
+        if not place.members:  # free for the next new region
+            del self._region_id[place.name]
         elif math.isfinite(self._height[slot]):
-            self._r_placed[region] -= 1
+            place.placed -= 1
             self._loosen(region)
         self._caps.drop(int(self._cap_id[slot]))
         self._encs.drop(int(self._enc_id[slot]))
@@ -400,9 +414,13 @@ class Fleet:
         self._write_until(slot)
 
     def _write_until(self, slot: int) -> None:
-        until = self._deadline[slot] if self._candidate[slot] else -math.inf
+        candidate = bool(self._candidate[slot])
+        until = float(self._deadline[slot]) if candidate else -math.inf
+        spare = FULL - float(self._load[slot]) if candidate else -math.inf
         for blk, row in self._rows_in_blocks(slot):
-            blk.until[row] = until
+            blk.until[row], blk.spare[row] = until, spare
+            if candidate:
+                blk.horizon = min(blk.horizon, until)
 
     def set_load(self, container_id: str, load: float) -> None:
         """The share of the container its seats take, 0 to 1."""
@@ -415,14 +433,17 @@ class Fleet:
         self._load[slot] = load
         profile = self._profiles[slot]
         assert profile is not None
-        blocks = self._blocks
+        blocks, spare = self._blocks, FULL - load
         for build in profile.builds:
             blk = blocks.get(build)
             if blk is not None:
-                blk.spare[blk.pos[slot]] = FULL - load
+                row = blk.pos.item(slot)
+                if blk.spare.item(row) > -math.inf:  # else not a candidate, or swept as silent
+                    blk.spare[row] = spare
 
     def load(self, container_id: str) -> float:
-        return float(self._load[self._row(container_id)])
+        load: float = self._load.item(self._row(container_id))
+        return load
 
     def set_quality(self, container_id: str, qos: float, penalty: float = 0.0) -> None:
         """The verifiers' score in [0, 1] and a penalty >= 0 (see the module docstring)."""
@@ -435,7 +456,7 @@ class Fleet:
         self._qos[slot], self._pen[slot] = qos, penalty
         values = self._quality_columns(self._price[slot : slot + 1], qos, penalty)[0]
         for blk, row in self._rows_in_blocks(slot):
-            blk.rows[row, self._base :] = values
+            blk.rows[row, self._base : self._at] = values
             blk.penalised = blk.penalised or penalty > 0
 
     def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
@@ -443,8 +464,8 @@ class Fleet:
         slot = self._row(container_id)
         region = int(self._region[slot])
         if math.isfinite(self._height[slot]):
-            self._r_placed[region] -= 1
-            self._r_loose[region] += 1
+            self._regions[region].placed -= 1
+            self._regions[region].loose += 1
         self._place(slot, coordinate)
         self._loosen(region, by=0)
 
@@ -459,7 +480,7 @@ class Fleet:
         for build in profile.builds:
             blk = self._blocks.get(build)
             if blk is not None:
-                found.append((blk, blk.pos[slot]))
+                found.append((blk, blk.pos.item(slot)))
         return found
 
     @staticmethod
@@ -487,12 +508,13 @@ class Fleet:
             )
 
     def _new_region(self, name: str) -> int:
-        if 0 not in self._region_count:
-            self._alloc_regions(2 * len(self._region_names))
-        region = self._region_count.index(0)
+        fresh = _Region(name, (0.0,) * self.dimensions)
+        region = next((i for i, r in enumerate(self._regions) if not r.members), None)
+        if region is None:
+            region = len(self._regions)
+            self._regions.append(fresh)
+        self._regions[region] = fresh
         self._region_id[name] = region
-        self._region_names[region] = name
-        self._region_top = max(self._region_top, region + 1)
         return region
 
     def _place(self, slot: int, coordinate: Coordinate) -> None:
@@ -500,29 +522,28 @@ class Fleet:
         vec = np.asarray(coordinate.vec, dtype=np.float64)
         height = coordinate.height
         self._vec[slot], self._height[slot] = vec, height
-        region = int(self._region[slot])
-        d = self.dimensions
-        if self._r_placed[region] == 0:
-            self._r_aug[region, :d], self._r_aug[region, d + 1] = -2.0 * vec, float(vec @ vec)
-            self._r_rad[region], self._r_hmin[region] = 0.0, height
+        place = self._regions[int(self._region[slot])]
+        point = tuple(vec.tolist())
+        if not place.placed:
+            place.centre, place.radius, place.least_height = point, 0.0, height
         else:
-            gap = math.dist(vec.tolist(), (-0.5 * self._r_aug[region, :d]).tolist())
-            self._r_rad[region] = max(self._r_rad[region], gap)
-            self._r_hmin[region] = min(self._r_hmin[region], height)
-        self._r_low[region] = self._r_hmin[region] - self._r_rad[region]
-        self._r_placed[region] += 1
-        norm = float(vec @ vec)
+            place.radius = max(place.radius, math.dist(point, place.centre))
+            place.least_height = min(place.least_height, height)
+        place.low = place.least_height - place.radius
+        place.placed += 1
+        d, norm = self.dimensions, float(vec @ vec)
         for blk, row in self._rows_in_blocks(slot):
             if math.isinf(blk.rows[row, self._h]):
                 blk.unplaced -= 1
-            blk.rows[row, :d], blk.rows[row, d + 1] = -2.0 * vec, norm
+            blk.rows[row, :d], blk.rows[row, d] = -2.0 * vec, norm
             blk.rows[row, self._h] = height
 
     def _loosen(self, region: int, by: int = 1) -> None:
         """Count an update that may have left the region's bounds loose; once it has seen
         as many as it has members, recompute them (amortised O(1) per update)."""
-        self._r_loose[region] += by
-        if self._r_loose[region] > max(16, self._r_placed[region]):
+        place = self._regions[region]
+        place.loose += by
+        if place.loose > max(16, place.placed):
             self._tighten(region)
 
     def _tighten(self, region: int) -> None:
@@ -530,27 +551,26 @@ class Fleet:
         members = np.flatnonzero(
             (self._region[:top] == region) & np.isfinite(self._height[:top]) & self._used[:top]
         )
-        self._r_loose[region], self._r_placed[region] = 0, len(members)
+        place = self._regions[region]
+        place.loose, place.placed = 0, len(members)
         if not len(members):
-            self._r_hmin[region] = self._r_low[region] = math.inf
+            place.least_height = place.low = math.inf
             return
         vecs = self._vec[members]
         centre = vecs.mean(axis=0)
-        d = self.dimensions
-        self._r_aug[region, :d] = -2.0 * centre
-        self._r_aug[region, d + 1] = float(centre @ centre)
-        self._r_rad[region] = float(np.sqrt(np.max(np.sum((vecs - centre) ** 2, axis=1))))
-        self._r_hmin[region] = float(self._height[members].min())
-        self._r_low[region] = self._r_hmin[region] - self._r_rad[region]
+        place.centre = tuple(centre.tolist())
+        place.radius = float(np.sqrt(np.max(np.sum((vecs - centre) ** 2, axis=1))))
+        place.least_height = float(self._height[members].min())
+        place.low = place.least_height - place.radius
 
     def _region_order(self) -> Rows:
         """Each region's rank in the blocks: a nearest-neighbour chain through the centroids,
         so that the regions near a player tend to be adjacent."""
-        top = self._region_top
-        placed = np.flatnonzero(self._r_placed[:top] > 0)
-        rank = np.full(top, top, dtype=np.intp)
-        if len(placed):
-            centres = self._r_aug[placed, : self.dimensions]
+        count = len(self._regions)
+        placed = [i for i, place in enumerate(self._regions) if place.placed]
+        rank = np.full(count, count, dtype=np.intp)
+        if placed:
+            centres = np.array([self._regions[i].centre for i in placed])
             left = list(range(len(placed)))
             here = int(np.argmax(np.sum((centres - centres.mean(axis=0)) ** 2, axis=1)))
             for position in range(len(placed)):
@@ -578,21 +598,26 @@ class Fleet:
         region = self._region[slots]
         cuts = np.flatnonzero(np.diff(region)) + 1
         starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(slots)]))
+        pos = np.full(len(self._ids), -1, dtype=np.int32)
+        pos[slots] = np.arange(len(slots))
         vec, height, price = self._vec[slots], self._height[slots], self._price[slots]
         rows = np.column_stack(
             (
                 -2.0 * vec,
-                np.ones(len(slots)),
                 np.einsum("ij,ij->i", vec, vec),
                 height,
                 self._quality_columns(price, self._qos[slots], self._pen[slots]),
+                np.arange(len(slots), dtype=np.float64),
             )
         )
         return _Block(
             slots=slots,
-            pos=dict(zip(slots.tolist(), range(len(slots)), strict=True)),
-            regions=[(int(region[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)],
-            spare=FULL - self._load[slots],
+            pos=pos,
+            regions=[
+                (self._regions[region[a]], int(a), int(b))
+                for a, b in zip(starts, ends, strict=True)
+            ],
+            spare=np.zeros(len(slots)),  # swept by the first request
             until=np.where(self._candidate[slots], self._deadline[slots], -math.inf),
             price=price,
             rows=rows,
@@ -602,13 +627,19 @@ class Fleet:
             costs=OrderedDict(),
         )
 
-    def _costs(self, blk: _Block, request: Request) -> Vector:
-        """Per row, the seat's share for the request's shape where the container meets the
-        requirements, NaN where it cannot stream it or misses one (an LRU cache)."""
-        key = (request.width, request.height, request.fps, request.requirements)
+    def _sweep(self, blk: _Block, now: float) -> None:
+        """Recompute the block's standby column for this `now` (see `_Block`)."""
+        live = blk.until >= now
+        blk.spare = np.where(live, FULL - self._load[blk.slots], -math.inf)
+        blk.swept = now
+        blk.horizon = float(blk.until[live].min()) if live.any() else math.inf
+
+    def _costs(self, blk: _Block, key: tuple[int, int, int, Requirements]) -> Vector:
+        """Per row, the seat's share for a (width, height, fps, requirements) where the
+        container meets the requirements, NaN where it cannot stream it or misses one. Kept
+        for the SHAPE_CACHE keys computed last (players pick among a few shapes)."""
         costs = blk.costs.get(key)
         if costs is not None:
-            blk.costs.move_to_end(key)
             return costs
         width, height, fps, needs = key
         slots = blk.slots
@@ -654,114 +685,129 @@ class Fleet:
         blk = self._blocks.get(request.build) or self._block(request.build)
         if blk is None:
             raise self._refusal(request, now, None)
-        cost = self._costs(blk, request)
+        if not blk.swept <= now < blk.horizon:
+            self._sweep(blk, now)
+        key = (request.width, request.height, request.fps, request.requirements)
+        cost = blk.costs.get(key)
+        if cost is None:
+            cost = self._costs(blk, key)
         player, bound, policy = request.player, request.rtt_bound, request.policy
         lo, hi = 0, len(blk.slots)
         if player is not None:
             if len(player.vec) != self.dimensions:
                 self._check_dimensions(player)
-            qv = self._query(player)
             if bound < math.inf:
-                lo, hi = self._span(blk, qv, bound - player.height)
-        # The cheap filters over the slice; the survivors (often a tenth) are gathered.
+                lo, hi = self._span(blk, player.vec, bound - player.height)
+        # The cheap filters over the slice; the survivors (often a twentieth) are packed.
         ok = cost[lo:hi] <= blk.spare[lo:hi]
-        ok &= blk.until[lo:hi] >= now
         budget = request.budget_per_minute
         if budget < blk.max_price:
             ok &= blk.price[lo:hi] <= budget
-        found = np.flatnonzero(ok)
-        if not len(found):
+        rows = blk.rows[lo:hi].compress(ok, axis=0)
+        if not len(rows):
             raise self._refusal(request, now, blk, lo, hi)
-        found += lo
-        rows = blk.rows.take(found, axis=0)
-        rtt: Vector | None = None
-        if player is not None and (bound < math.inf or policy is not Policy.LOWEST_COST):
-            rtt = self._rtts(rows, player, qv)
-        scores, unit = self._scores(rows, request, rtt)
-        if rtt is not None and bound < math.inf:
-            scores[rtt > bound] = math.inf
-        best = float(scores.min())
+        scores, unit = self._scores(rows, request, blk.penalised)
+        first = int(scores.argmin())
+        best = scores.item(first)
         if best == math.inf:
             raise self._refusal(request, now, blk, lo, hi)
         unknown = player is None and policy is Policy.BEST_EXPERIENCE
         quantum = (QUALITY_QUANTUM if unknown else QUANTUM[policy]) / unit
-        picks, cells = _best(scores, best, quantum, shortlist=shortlist, rng=rng)
-        return [
-            Choice(
-                container_id=self._ids[blk.slots[found[at]]],
-                share=float(cost[found[at]]),
-                rtt=self._rtt_of(rows[at], rtt, at, player),
-                score=cell * quantum * unit,
-            )
-            for at, cell in zip(picks, cells, strict=True)
-        ]
+        if shortlist == 1:  # the common case, straight through
+            cell = math.floor(best / quantum)
+            tied = (scores <= (cell + 1.0) * quantum * (1.0 + 1e-12)).nonzero()[0]
+            if len(tied) > 1:  # the edge has slack for rounding: recheck the cells
+                cells = np.floor(scores[tied] / quantum)
+                tied = tied[cells == cell]
+                first = int(tied[int(rng.random() * len(tied))])
+            picks, cells_of = [first], [float(cell)]
+        else:
+            picks, cells_of = _best(scores, quantum, shortlist, rng)
+        return [self._choice(blk, rows, at, cost, player=player, score=cell * quantum * unit)
+                for at, cell in zip(picks, cells_of, strict=True)]  # fmt: skip
 
-    def _query(self, player: Coordinate) -> Vector:
-        """[p, |p|^2, 1]: a row's first dims + 2 columns [-2x, 1, |x|^2] times this are
-        |x - p|^2."""
+    def _choice(
+        self,
+        blk: _Block,
+        rows: NDArray[np.float64],
+        at: int,
+        cost: Vector,
+        *,
+        player: Coordinate | None,
+        score: float,
+    ) -> Choice:
+        row = int(rows.item(at, self._at))
+        rtt, height = math.nan, rows.item(at, self._h)
+        if player is not None and height < math.inf:
+            gap = math.dist((-0.5 * rows[at, : self.dimensions]).tolist(), player.vec)
+            rtt = gap + height + player.height
+        return Choice(self._ids[blk.slots.item(row)], cost.item(row), rtt, score)
+
+    def _rtts(self, rows: NDArray[np.float64], player: Coordinate) -> Vector:
+        """Estimated RTT from the player at p to each packed row: coordinates.distance, with
+        |x - p|^2 = [-2x, |x|^2] . [p, 1] + |p|^2."""
         vec = player.vec
-        return np.array((*vec, math.hypot(*vec) ** 2, 1.0))
-
-    def _rtts(
-        self, rows: NDArray[np.float64], player: Coordinate, qv: Vector | None = None
-    ) -> Vector:
-        """Estimated RTT from the player to each packed row: coordinates.distance."""
-        rtt: Vector = rows[:, : self.dimensions + 2] @ (self._query(player) if qv is None else qv)
+        rtt: Vector = rows[:, : self.dimensions + 1] @ np.array((*vec, 1.0))
+        rtt += math.hypot(*vec) ** 2
         np.abs(rtt, out=rtt)  # |x - p|^2 expanded can round below 0 when x = p
         np.sqrt(rtt, out=rtt)
         rtt += rows[:, self._h]
         rtt += player.height
         return rtt
 
-    def _span(self, blk: _Block, qv: Vector, limit: float) -> tuple[int, int]:
+    def _span(self, blk: _Block, vec: tuple[float, ...], limit: float) -> tuple[int, int]:
         """The rows from the first to the last region that may hold a container within
-        `limit` (the bound less the player's height): (0, 0) when none may."""
-        top = self._region_top
-        gap = np.sqrt(np.abs(self._r_aug[:top] @ qv))
-        keep = (gap + self._r_low[:top] <= limit + _SLACK).tolist()
+        `limit` (the bound less the player's height) of a player at `vec`: (0, 0) when none
+        may. Plain floats: for a dozen regions, faster than numpy."""
+        dist = math.dist
+        limit += _SLACK
         lo = hi = 0
-        for region, start, end in blk.regions:
-            if keep[region]:
+        for place, start, end in blk.regions:
+            if dist(place.centre, vec) + place.low <= limit:
                 if not hi:
                     lo = start
                 hi = end
         return lo, hi
 
     def _scores(
-        self, rows: NDArray[np.float64], request: Request, rtt: Vector | None
+        self, rows: NDArray[np.float64], request: Request, penalised: bool
     ) -> tuple[Vector, float]:
         """The survivors' scores, a new array in some unit: the policy's score is
-        scores * unit (see the module docstring)."""
-        policy = request.policy
-        pen = rows[:, self._pen_col]
-        if policy is Policy.LOWEST_COST:
-            return rows[:, self._base] + pen * self._cost_scale(request), 1.0
-        if rtt is None:  # the player is unknown: RTT counts as R
-            if policy is Policy.BEST_EXPERIENCE:
-                return rows[:, self._fexp] + pen, 1.0
-            price_term = rows[:, self._pall] * (1.0 / self._cost_scale(request))
-            return price_term + rows[:, self._fall] + pen, 1.0
-        scale = request.rtt_bound
-        if not 0.0 < scale < math.inf:
+        scores * unit (see the module docstring); inf beyond the RTT bound. Penalties are
+        added only where some container of the block has one."""
+        policy, player, bound = request.policy, request.player, request.rtt_bound
+        if policy is Policy.LOWEST_COST or player is None:  # RTT unranked, or counted as R
+            if policy is Policy.LOWEST_COST:
+                scores = rows[:, self._base].copy()
+                pen_unit = self._cost_scale(request)
+            elif policy is Policy.BEST_EXPERIENCE:
+                scores, pen_unit = rows[:, self._fexp].copy(), 1.0
+            else:
+                scores = rows[:, self._pall] * (1.0 / self._cost_scale(request))
+                scores += rows[:, self._fall]
+                pen_unit = 1.0
+            if penalised:
+                scores += rows[:, self._pen_col] * pen_unit
+            if player is not None and bound < math.inf:
+                scores[self._rtts(rows, player) > bound] = math.inf
+            return scores, 1.0
+        rtt = self._rtts(rows, player)  # scored in place
+        scale = bound
+        if not 0.0 < bound < math.inf:
             known = rtt[np.isfinite(rtt)]
             scale = float(np.median(known)) if len(known) else FALLBACK_RTT_SCALE
-            rtt = np.where(np.isinf(rtt), scale, rtt)
+            np.copyto(rtt, scale, where=np.isinf(rtt))
+        over = rtt > bound if bound < math.inf else None
         if policy is Policy.BEST_EXPERIENCE:
-            return rtt * rows[:, self._fexp] + pen * scale, 1000.0
-        scores = rtt * rows[:, self._fall]
-        scores += rows[:, self._pall] * (scale / self._cost_scale(request))
-        scores += pen * scale
-        return scores, 1.0 / scale
-
-    def _rtt_of(
-        self, row: NDArray[np.float64], rtt: Vector | None, at: int, player: Coordinate | None
-    ) -> float:
-        if player is None or math.isinf(row[self._h]):
-            return math.nan
-        if rtt is not None:
-            return float(rtt[at])
-        gap = math.dist((-0.5 * row[: self.dimensions]).tolist(), player.vec)
-        return gap + float(row[self._h]) + player.height
+            rtt *= rows[:, self._fexp]
+        else:
+            rtt *= rows[:, self._fall]
+            rtt += rows[:, self._pall] * (scale / self._cost_scale(request))
+        if penalised:
+            rtt += rows[:, self._pen_col] * scale
+        if over is not None:
+            rtt[over] = math.inf
+        return rtt, (1000.0 if policy is Policy.BEST_EXPERIENCE else 1.0 / scale)
 
     # -- refusals --------------------------------------------------------------------------
 
@@ -777,10 +823,11 @@ class Fleet:
         alive = fits = np.zeros(0, bool)
         start = 0
         if blk is not None:
-            cost = self._costs(blk, request)
+            cost = self._costs(blk, (request.width, request.height, request.fps,
+                                     request.requirements))  # fmt: skip
             for start, stop in ((lo, hi), (0, len(blk.slots))):
-                spare = blk.spare[start:stop]
-                alive = (blk.until[start:stop] >= now) & (spare > FULL - 1.0)  # load < 1
+                spare = blk.spare[start:stop]  # swept for `now` by select
+                alive = spare > FULL - 1.0  # live, candidate, and load < 1
                 fits = alive & (cost[start:stop] <= spare)
                 if fits.any():
                     break
@@ -803,16 +850,19 @@ class Fleet:
                 filter="resources",
             )
         assert blk is not None
-        found = np.flatnonzero(fits) + start
+        found = fits.nonzero()[0] + start
         player, bound = request.player, request.rtt_bound
         if player is not None:
             rtt = self._rtts(blk.rows.take(found, axis=0), player)
             found = found[rtt <= bound]
             if not len(found):
+                nearest = float(rtt.min())
+                known = "none has a coordinate yet"
+                if nearest < math.inf:
+                    known = f"the nearest is ~{nearest * 1e3:.0f} ms"
                 return NoContainerError(
                     f"no container hosting {build!r} with a free {shape} seat is within "
-                    f"{bound * 1e3:.0f} ms (the nearest is ~{rtt.min() * 1e3:.0f} ms); "
-                    "raise the bound or wait",
+                    f"{bound * 1e3:.0f} ms ({known}); raise the bound or wait",
                     filter="rtt",
                 )
         within = "" if player is None else f" within {bound * 1e3:.0f} ms"
@@ -834,25 +884,15 @@ def _grow(owner: object, fills: dict[str, float], old: int, size: int) -> None:
 
 
 def _best(
-    scores: Vector, best: float, quantum: float, *, shortlist: int, rng: np.random.Generator
+    scores: Vector, quantum: float, shortlist: int, rng: np.random.Generator
 ) -> tuple[list[int], list[float]]:
     """Positions of the best `shortlist` finite scores by cell floor(score / quantum), ties
     in random order, and their cells."""
-    if shortlist == 1:
-        edge = (math.floor(best / quantum) + 1.0) * quantum * (1.0 + 1e-12)
-        pool = np.flatnonzero(scores <= edge)
-    else:
-        pool = np.flatnonzero(scores < math.inf)
-        if len(pool) > shortlist:
-            kth = float(np.partition(scores[pool], shortlist - 1)[shortlist - 1])
-            edge = (math.floor(kth / quantum) + 1.0) * quantum * (1.0 + 1e-12)
-            pool = pool[scores[pool] <= edge]
-    if len(pool) == 1:
-        return [int(pool[0])], [math.floor(float(scores[pool[0]]) / quantum)]
+    pool = np.flatnonzero(scores < math.inf)
+    if len(pool) > shortlist:
+        kth = float(np.partition(scores[pool], shortlist - 1)[shortlist - 1])
+        edge = (math.floor(kth / quantum) + 1.0) * quantum * (1.0 + 1e-12)
+        pool = pool[scores[pool] <= edge]
     cells = np.floor(scores[pool] / quantum)
-    if shortlist == 1:
-        low = float(cells.min())
-        tied = pool[cells == low]
-        return [int(tied[int(rng.random() * len(tied))])], [low]
     order = np.lexsort((rng.random(len(pool)), cells))[:shortlist]
     return pool[order].tolist(), cells[order].tolist()

@@ -1,0 +1,145 @@
+"""benchmarks/indexer.py at a small size: the report's structure and seats that always fit.
+
+No timing is asserted: the numbers depend on the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.indexer import (
+    TICK,
+    Outcome,
+    ScanFleet,
+    booking,
+    build_fleet,
+    drive,
+    main,
+    occupancy,
+    run,
+    select_by_scan,
+    synthetic_network,
+    warm,
+)
+from indexer.errors import NoContainerError
+from indexer.selection import FULL, QUANTUM, Choice
+
+CONTAINERS, REQUESTS = 2_000, 5_000
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, object]:
+    return run(CONTAINERS, REQUESTS, baseline_requests=100, seed=3, say=lambda _: None)
+
+
+def test_the_report_has_both_selectors_targets_and_memory(report: dict[str, object]) -> None:
+    results = report["results"]
+    assert isinstance(results, list)
+    assert [row["name"] for row in results] == ["fleet (numpy index)", "scan (plain Python)"]
+    fleet_row, scan_row = results
+    assert (fleet_row["containers"], fleet_row["decisions"]) == (CONTAINERS, REQUESTS)
+    assert scan_row["decisions"] == 100
+    for row in results:
+        assert row["per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert sum(row["refusals"].values()) == round(row["refused"] * row["decisions"])
+        assert set(row["refusals"]) <= {"standby", "build", "resources", "rtt", "price"}
+    assert 0.5 < fleet_row["occupancy"] < 0.95  # the session lengths aim at about 70 %
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert set(targets) == {"decisions_per_s", "p99_ms"}
+    assert all(isinstance(t["met"], bool) for t in targets.values())
+    memory = report["memory"]
+    assert isinstance(memory, dict) and memory["peak_mib"] >= memory["held_mib"] > 0
+    json.dumps(report)  # plain data all through
+
+
+def test_the_baseline_decides_as_the_fleet_does_on_the_benchmark_network() -> None:
+    rng = np.random.default_rng(4)
+    network = synthetic_network(1_000, 300, rng)
+    fleet = build_fleet(network, 0.0)
+    book, release = booking(fleet)
+    drive(fleet, network.plays[: network.warmup], book, release, rng=rng)
+    scan = ScanFleet.copy_of(fleet, network)
+    now = network.warmup * TICK  # requests judged from the same state, nothing booked
+    for play in network.plays[network.warmup :]:
+        try:
+            expected = select_by_scan(scan.states, play.request, now, rng)[0]
+        except NoContainerError as refused:
+            with pytest.raises(NoContainerError) as caught:
+                fleet.select(play.request, now, rng)
+            assert caught.value.filter == refused.filter
+            continue
+        got = fleet.select(play.request, now, rng)[0]
+        assert got.score == pytest.approx(expected.score, abs=QUANTUM[play.request.policy])
+
+
+def test_every_booked_seat_fits_and_loads_add_up() -> None:
+    rng = np.random.default_rng(5)
+    network = synthetic_network(CONTAINERS, REQUESTS, rng)
+    fleet = build_fleet(network, 0.0)
+    warm(fleet, network, 0.0, rng)
+    book, release = booking(fleet)
+    booked: list[Choice] = []
+
+    def book_and_keep(choice: Choice) -> None:
+        assert fleet.load(choice.container_id) + choice.share <= FULL
+        booked.append(choice)
+        book(choice)
+
+    outcome = drive(fleet, network.plays, book_and_keep, release, rng=rng)
+    assert len(outcome.latencies_ns) == len(network.plays)
+    assert len(booked) == len(network.plays) - sum(outcome.refusals.values())
+    open_shares = Counter[str]()  # the sessions still open at the end
+    for sessions in outcome.ending.values():
+        for choice in sessions:
+            open_shares[choice.container_id] += choice.share
+    for item in network.profiles:
+        load = fleet.load(item.container_id)
+        assert 0.0 <= load <= FULL
+        assert load == pytest.approx(open_shares[item.container_id], abs=1e-9)
+    assert 0.5 < occupancy(fleet, network) < 0.95
+
+
+def test_the_hook_drives_any_selector_with_its_own_booking() -> None:
+    rng = np.random.default_rng(9)
+    network = synthetic_network(300, 400, rng)
+    fleet = build_fleet(network, 0.0)
+    scan = ScanFleet.copy_of(fleet, network)
+    seats: dict[str, float] = {}
+
+    def claim(choice: Choice) -> None:
+        seats[choice.container_id] = seats.get(choice.container_id, 0.0) + choice.share
+        scan.set_load(choice.container_id, seats[choice.container_id])
+
+    def free(choice: Choice) -> None:
+        seats[choice.container_id] -= choice.share
+        scan.set_load(choice.container_id, max(0.0, seats[choice.container_id]))
+
+    outcome = drive(scan, network.plays, claim, free, rng=rng, timed_from=100)
+    assert isinstance(outcome, Outcome)
+    assert len(outcome.latencies_ns) == len(network.plays) - 100
+    assert all(share <= FULL for share in seats.values())
+
+
+def test_main_prints_a_table_targets_and_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "indexer.json"
+    args = ["--containers", "500", "--requests", "800", "--baseline-requests", "20",
+            "--seed", "2", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "decisions/s" in printed and "p99 ms" in printed
+    assert "fleet (numpy index)" in printed and "scan (plain Python)" in printed
+    assert "targets (issue 5):" in printed and "speed-up over the scan" in printed
+    assert "fleet: 800/800 decisions" in printed  # progress lines while it runs
+    written = json.loads(out.read_text())
+    assert written["benchmark"] == "indexer" and written["config"]["containers"] == 500
+    blob = next(line for line in printed.splitlines() if line.startswith("{"))
+    assert json.loads(blob)["results"][0]["decisions"] == 800
+    assert not math.isnan(written["speedup"])
