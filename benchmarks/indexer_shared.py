@@ -1,7 +1,7 @@
 """Claims per second of several indexer processes sharing one Redis store (issue 5: "Redis
 with three indexers >= 3,000 claims/s and zero double claims").
 
-The parent starts Debian's redis-server on a unix socket (tests/redis_server.py), registers
+The parent starts Debian's redis-server on a unix socket (benchmarks/redis_server.py), registers
 benchmarks/indexer.py's synthetic network into a `RedisStore` (register, SPECS_RECEIVED and
 INSPECTION_PASSED for every container, MAINTENANCE_ON for its non-candidates; its silent
 containers stay LIVE in the store, and the local indexes never pick them), then starts
@@ -66,9 +66,10 @@ from benchmarks.indexer import (
     synthetic_network,
     warm,
 )
-from benchmarks.report import Column, machine, table, write_json
+from benchmarks.redis_server import running_redis_server
+from benchmarks.report import Column, limit, machine, print_limits, table, write_json
 from indexer.errors import NoContainerError
-from indexer.lifecycle import Admission, Event, Liveness, LivenessConfig, Maintenance
+from indexer.lifecycle import FULL, Event, LivenessConfig, offered
 from indexer.redis_store import Claimed, RedisStore, Refused
 from indexer.selection import Fleet, Profile
 from indexer.shared_registry import CLAIM_ROUNDS, SHORTLIST, SharedRegistry
@@ -80,7 +81,6 @@ LIVENESS = LivenessConfig(3600.0, 1)  # no deadline runs out during a run
 REGISTER_TASKS = 64
 PROGRESS_EVERY = 2_000  # timed claims between a worker's progress reports
 BARRIER_LIMIT_S = 600.0
-EPSILON = 1e-9
 
 _TITLES = {"name": "indexer", "decisions": "claims", "per_s": "claims/s"}
 COLUMNS: tuple[Column, ...] = (
@@ -137,11 +137,7 @@ def _local_fleet(network: Network, states: Sequence[Any]) -> Fleet:
     fleet = build_fleet(network, 0.0)
     for state in states:
         fleet.set_load(state.container_id, state.load)
-        if not (
-            state.admission is Admission.READY
-            and state.liveness is Liveness.LIVE
-            and state.maintenance is Maintenance.OPEN
-        ):
+        if not offered(state.admission, state.liveness, state.maintenance):
             fleet.set_candidate(state.container_id, False)
     return fleet
 
@@ -302,7 +298,7 @@ async def check_store(client: aioredis.Redis, prefix: str = PREFIX) -> dict[str,
     for cid, held in seats.items():
         load = sum(float(value.split(" ")[1]) for value in held.values())
         loads[cid] = load
-        if load > 1.0 + EPSILON:
+        if load > FULL:
             overbooked.append(cid)
         for session in held:
             seated_in[session] += 1
@@ -473,16 +469,8 @@ def _report(
         "warmup": [r["warmup"] for r in reports],
         "store": check,
         "targets": {
-            "claims_per_s": {
-                "target": CLAIMS_TARGET,
-                "value": total["per_s"],
-                "met": bool(total["per_s"] >= CLAIMS_TARGET),
-            },
-            "double_claims": {
-                "target": 0,
-                "value": check["double_claims"],
-                "met": check["double_claims"] == 0,
-            },
+            "claims_per_s": limit(total["per_s"], CLAIMS_TARGET, at_most=False),
+            "double_claims": limit(check["double_claims"], 0, at_most=True),
         },
     }
 
@@ -513,8 +501,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         print(json.dumps(asyncio.run(_worker(args))))
         return 0
-    from tests.redis_server import running_redis_server  # noqa: PLC0415  (the test helper)
-
     print(f"gamecast bench indexer_shared: {args.containers:,} containers, {args.requests:,} "
           f"claims, {args.indexers} indexer processes + redis-server on {os.cpu_count()} "
           "cores")  # fmt: skip
@@ -538,12 +524,7 @@ def main(argv: list[str] | None = None) -> int:
           f"max container load {store['max_load']:.3f}, {store['overbooked_containers']} "
           f"overbooked, {store['sessions_in_two_containers']} sessions in two containers, "
           f"{store['sessions_astray']} astray")  # fmt: skip
-    print("\ntargets (issue 5):")
-    for name, target in report["targets"].items():
-        verdict = "met" if target["met"] else "MISSED"
-        value = target["value"]
-        shown = f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
-        print(f"  {name}: {verdict}  {shown} (target {target['target']:,})")
+    print_limits(5, report["targets"], "{:,.0f}")
     load = os.getloadavg()[0]
     if load > 2.5:
         print(f"  note: load average {load:.2f} after the run: the machine was busy")

@@ -123,11 +123,13 @@ async def container_process(
         registered = False
         with contextlib.suppress(TimeoutError):
             async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-                while not registered and process.returncode is None:
+                while process.returncode is None:
                     async with http.get(server.url + "/api/containers") as response:
                         rows = (await response.json())["containers"]
                     registered = any(r["container"] == container_id for r in rows)
-                    await asyncio.sleep(0 if registered else 0.1)
+                    if registered:
+                        break
+                    await asyncio.sleep(0.1)
         if not registered:
             tail = log_path.read_text(errors="replace").splitlines()[-5:]
             raise ContainerStartError(

@@ -42,3 +42,16 @@ def write_json(path: str | Path, report: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return out
+
+
+def limit(value: float, target: float, *, at_most: bool) -> dict[str, Any]:
+    """One target as the JSON keeps it: the value, the limit, and whether it was met."""
+    met = value <= target if at_most else value >= target
+    return {"target": target, "value": value, "met": bool(met and not math.isnan(value))}
+
+
+def print_limits(issue: int, limits: dict[str, dict[str, Any]], form: str = "{:,.3f}") -> None:
+    print(f"\ntargets (issue {issue}):")
+    for name, check in limits.items():
+        verdict = "met" if check["met"] else "MISSED"
+        print(f"  {name}: {verdict}  {form.format(check['value'])} (target {check['target']:,})")

@@ -14,7 +14,3 @@ class NoContainerError(IndexerError):
     def __init__(self, message: str, filter: str = "") -> None:
         super().__init__(message)
         self.filter = filter
-
-
-class ClaimError(IndexerError):
-    """A claim or release does not fit the container's availability (our misuse)."""

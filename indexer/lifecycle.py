@@ -195,7 +195,7 @@ _SEAT_MOVES: dict[tuple[Event, SeatState], SeatState] = {
 _CONTAINER_PART: dict[Event, ContainerPart] = {
     t.event: type(t.source) for t in TRANSITIONS if not isinstance(t.source, SeatState)
 }
-_FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
+FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
 
 
 def seed_state(admission: Admission, live: bool, maintenance: Maintenance) -> SeedState:
@@ -206,6 +206,35 @@ def seed_state(admission: Admission, live: bool, maintenance: Maintenance) -> Se
     if admission is Admission.READY:
         return SeedState.CONNECTED_AND_HEALTHY if live else SeedState.INSPECTED_AND_READY
     return _ADMISSION_SHOWN[admission]
+
+
+def offered(admission: Admission, liveness: Liveness, maintenance: Maintenance) -> bool:
+    """Whether selection may offer the container at all (room for a seat aside): admitted,
+    LIVE and unlocked. The deadline is the caller's to check, in its own clock."""
+    return (
+        admission is Admission.READY
+        and liveness is Liveness.LIVE
+        and maintenance is Maintenance.OPEN
+    )
+
+
+def admission_events(
+    admission: Admission | None, specs_changed: bool, admit: bool
+) -> tuple[Event, ...]:
+    """The admission moves a registration makes: a new container (`admission` None) announces
+    its specs; a READY one announcing different specs is inspected again; and while `admit`
+    stands in for the verifiers, what awaits inspection passes it. A verdict (quality control,
+    a failed inspection, a suspension) is never washed away by registering again."""
+    events: list[Event] = []
+    if admission is None:
+        events.append(Event.SPECS_RECEIVED)
+        admission = Admission.AWAITING_INSPECTION
+    elif specs_changed and admission is Admission.READY:
+        events.append(Event.REINSPECTION_DUE)
+        admission = Admission.NEEDS_REINSPECTION
+    if admit and admission in (Admission.AWAITING_INSPECTION, Admission.NEEDS_REINSPECTION):
+        events.append(Event.INSPECTION_PASSED)
+    return tuple(events)
 
 
 def availability(maintenance: Maintenance, seats: Iterable[SeatState]) -> Availability:
@@ -387,7 +416,7 @@ class ContainerLifecycle:
             return f"its heartbeats stopped (last at {self._last_heartbeat:g}, now {now:g})"
         if self._maintenance is Maintenance.LOCKED:
             return "it is under maintenance lock"
-        if self.load + share > _FULL:
+        if self.load + share > FULL:
             return f"it is full ({self.load:g} taken, {share:g} more does not fit)"
         return None
 

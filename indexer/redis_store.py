@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError
 from indexer.lifecycle import (
+    FULL,
     TRANSITIONS,
     Admission,
     ContainerLifecycle,
@@ -323,7 +324,7 @@ for i = 1, n do
   elseif f[2] ~= LIVE then why = 'missed'
   elseif now > tonumber(f[4]) then why = 'overdue'
   elseif f[3] ~= OPEN then why = 'locked'
-  elseif load + tonumber(share) > 1 + 1e-9 then why = 'full'
+  elseif load + tonumber(share) > $FULL then why = 'full'
   else
     local seat = T['$CLAIMED']['seat'][FREE]
     redis.call('HSET', seats, session, seat .. ' ' .. share)
@@ -415,6 +416,7 @@ _NAMES = {
     "HEARTBEAT_MISSED": Event.HEARTBEAT_MISSED.value,
     "REGISTERED": Event.REGISTERED.value,
     "CLAIMED": Event.CLAIMED.value,
+    "FULL": repr(FULL),
 }
 _PART: dict[type[Enum], str] = {
     Admission: "admission",

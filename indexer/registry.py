@@ -22,12 +22,12 @@ import numpy as np
 
 from indexer.errors import IndexerError
 from indexer.lifecycle import (
-    Admission,
     ContainerLifecycle,
     Event,
     Liveness,
     LivenessConfig,
-    Maintenance,
+    admission_events,
+    offered,
 )
 from indexer.selection import Choice, Fleet, Profile, Request
 from signaling.protocol import HostSpecs, Register, StreamCapacity, Telemetry
@@ -69,6 +69,24 @@ class ContainerSpec:
             uplink_mbps=message.uplink_mbps,
         )
 
+    def to_register(self) -> Register:
+        """The registration that announces this spec (unsigned): how a shared store keeps it."""
+        return Register(
+            self.container_id,
+            sorted(self.games),
+            list(self.encoders),
+            self.max_width,
+            self.max_height,
+            self.max_fps,
+            host=self.host,
+            encoder_reason=self.encoder_reason,
+            frames_on=self.frames_on,
+            capacity=list(self.capacity),
+            region=self.region,
+            price_per_minute=self.price_per_minute,
+            uplink_mbps=self.uplink_mbps,
+        )
+
     def profile(self) -> Profile:
         """What selection filters and ranks on."""
         host = self.host
@@ -94,7 +112,6 @@ class ContainerSpec:
 class ContainerRecord:
     spec: ContainerSpec
     lifecycle: ContainerLifecycle
-    sessions_served: int = 0
     telemetry: Telemetry | None = None  # the latest a heartbeat carried
     telemetry_at: float | None = None
 
@@ -120,10 +137,6 @@ class ContainerRegistry:
         self._containers: dict[str, ContainerRecord] = {}
         self.fleet = Fleet()
 
-    @property
-    def heartbeat_period(self) -> float:
-        return self.liveness.heartbeat_period
-
     def __contains__(self, container_id: object) -> bool:
         return container_id in self._containers
 
@@ -143,11 +156,10 @@ class ContainerRegistry:
         inspected again (REINSPECTION_DUE) before it is offered.
         """
         record = self._containers.get(spec.container_id)
+        known = None if record is None else record.lifecycle.admission
         if record is None:
             lifecycle = ContainerLifecycle(spec.container_id, self.liveness, now)
-            record = ContainerRecord(spec, lifecycle)
-            self._containers[spec.container_id] = record
-            record.lifecycle.apply(Event.SPECS_RECEIVED, now)
+            record = self._containers[spec.container_id] = ContainerRecord(spec, lifecycle)
         else:
             lifecycle = record.lifecycle
             lifecycle.expire(now)
@@ -156,15 +168,12 @@ class ContainerRegistry:
                     f"container {spec.container_id!r} is already registered and live"
                 )
             lifecycle.apply(Event.REGISTERED, now)
-            if spec != record.spec and lifecycle.admission is Admission.READY:
-                lifecycle.apply(Event.REINSPECTION_DUE, now)
+        changed = spec != record.spec
+        for event in admission_events(known, changed, self._admit_on_register):
+            lifecycle.apply(event, now)
+        if changed or spec.container_id not in self.fleet:
             record.spec = spec
-        if self._admit_on_register and record.lifecycle.admission in (
-            Admission.AWAITING_INSPECTION,
-            Admission.NEEDS_REINSPECTION,
-        ):
-            record.lifecycle.apply(Event.INSPECTION_PASSED, now)
-        self.fleet.add(spec.profile())
+            self.fleet.add(spec.profile())
         self._sync(record)
 
     def heartbeat(self, container_id: str, now: float, telemetry: Telemetry | None = None) -> None:
@@ -202,8 +211,7 @@ class ContainerRegistry:
         (choice,) = self.fleet.select(request, now, self._rng)
         record = self._containers[choice.container_id]
         record.lifecycle.apply_seat(Event.CLAIMED, session_id, now, choice.share)
-        record.sessions_served += 1
-        self._sync(record)
+        self.fleet.set_load(choice.container_id, record.lifecycle.load)
         return choice
 
     def start(self, container_id: str, session_id: str, now: float) -> None:
@@ -213,7 +221,7 @@ class ContainerRegistry:
     def release(self, container_id: str, session_id: str, now: float) -> None:
         record = self.get(container_id)
         record.lifecycle.apply_seat(Event.SESSION_ENDED, session_id, now)
-        self._sync(record)
+        self.fleet.set_load(container_id, record.lifecycle.load)
 
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
         """Whether a claim would consider this container for a stream of that shape: what
@@ -223,11 +231,7 @@ class ContainerRegistry:
     def _sync(self, record: ContainerRecord) -> None:
         """Show the lifecycle's verdict to the fleet index selection reads."""
         lifecycle = record.lifecycle
-        candidate = (
-            lifecycle.admission is Admission.READY
-            and lifecycle.liveness is Liveness.LIVE
-            and lifecycle.maintenance is Maintenance.OPEN
-        )
+        candidate = offered(lifecycle.admission, lifecycle.liveness, lifecycle.maintenance)
         self.fleet.set_candidate(record.container_id, candidate)
         self.fleet.set_deadline(
             record.container_id, lifecycle.last_heartbeat + self.liveness.timeout

@@ -58,13 +58,13 @@ from numpy.typing import NDArray
 
 from indexer.coordinates import Coordinate, VivaldiConfig
 from indexer.errors import IndexerError, NoContainerError
+from indexer.lifecycle import FULL
 from signaling.protocol import StreamCapacity
 
 Vector = NDArray[np.float64]
 Rows = NDArray[np.intp]
 _T = TypeVar("_T")
 
-FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
 UNPROVEN_QOS = 0.5
 FALLBACK_RTT_SCALE = 0.050  # seconds
 SHAPE_CACHE = 16  # (shape, requirements) seat-cost columns kept per build

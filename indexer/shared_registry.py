@@ -18,20 +18,20 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
 
 from indexer.errors import NoContainerError
 from indexer.lifecycle import (
-    Admission,
     Event,
     IllegalEventError,
     Liveness,
     LivenessConfig,
-    Maintenance,
+    admission_events,
     availability,
+    offered,
     seed_state,
 )
 from indexer.redis_store import (
@@ -54,28 +54,17 @@ log = logging.getLogger(__name__)
 SHORTLIST = 4  # candidates one claim script tries
 CLAIM_ROUNDS = 3  # selections per claim, each after refreshing what the last refusal taught
 
-SessionsLost = Callable[[tuple[str, ...], str], None]
+SessionsLost = Callable[[tuple[str, ...], str], Awaitable[None]]
+
+
+_UNSTORED = ("v", "type", "key_id", "challenge", "signature")
 
 
 def profile_of(spec: ContainerSpec) -> dict[str, Any]:
     """The announced specs as stored: the registration's own fields, so any indexer rebuilds
     the same spec by parsing them."""
-    message = p.Register(
-        spec.container_id,
-        sorted(spec.games),
-        list(spec.encoders),
-        spec.max_width,
-        spec.max_height,
-        spec.max_fps,
-        host=spec.host,
-        encoder_reason=spec.encoder_reason,
-        frames_on=spec.frames_on,
-        capacity=list(spec.capacity),
-        region=spec.region,
-        price_per_minute=spec.price_per_minute,
-        uplink_mbps=spec.uplink_mbps,
-    )
-    return {k: v for k, v in json.loads(message.to_json()).items() if k not in ("v", "type")}
+    wire = json.loads(spec.to_register().to_json())
+    return {k: v for k, v in wire.items() if k not in _UNSTORED}
 
 
 def spec_of_profile(profile: dict[str, Any]) -> ContainerSpec:
@@ -84,14 +73,6 @@ def spec_of_profile(profile: dict[str, Any]) -> ContainerSpec:
     )
     assert isinstance(message, p.Register)
     return ContainerSpec.from_register(message)
-
-
-def _candidate(state: ContainerState) -> bool:
-    return (
-        state.admission is Admission.READY
-        and state.liveness is Liveness.LIVE
-        and state.maintenance is Maintenance.OPEN
-    )
 
 
 class SharedRegistry:
@@ -130,18 +111,19 @@ class SharedRegistry:
     # RegistryStore -----------------------------------------------------------------------------
 
     async def register(self, spec: ContainerSpec, now: float) -> None:
+        """As the in-memory registry registers, judged by this indexer's view of the store (the
+        feed keeps it milliseconds behind). Sessions a late re-registration frees reach their
+        owners through the feed."""
         cid = spec.container_id
-        freed = await self.store.register(cid, profile_of(spec))
+        known = self._states.get(cid)
+        await self.store.register(cid, profile_of(spec))
         self._heard[cid] = now
-        # As the in-memory registry does: announced specs await inspection (and are taken as
-        # inspected while `admit_on_register` stands in for the verifiers). Another indexer
-        # may have moved the container already, so a move the table refuses is no error.
-        events = [Event.SPECS_RECEIVED] + [Event.INSPECTION_PASSED] * self._admit_on_register
-        for event in events:
+        admission = None if known is None else known.admission
+        changed = self._specs.get(cid) != spec
+        for event in admission_events(admission, changed, self._admit_on_register):
+            # Another indexer may have moved the container already: a refused move is no error.
             with contextlib.suppress(IllegalEventError):
                 await self.store.apply(cid, event)
-        if freed:
-            self._on_sessions_lost(freed, "the container stopped sending heartbeats")
 
     async def heartbeat(self, container_id: str, now: float, telemetry: p.Telemetry | None) -> None:
         await self.store.heartbeat(container_id)
@@ -202,7 +184,7 @@ class SharedRegistry:
                     availability=availability(state.maintenance, state.seats.values()).value,
                     load=state.load,
                     sessions=tuple(sorted(state.seats)),
-                    heartbeat_age=math.nan if heard is None else now - heard,
+                    heartbeat_age=None if heard is None else now - heard,
                     telemetry=telemetry,
                     telemetry_age=None if at is None else now - at,
                 )
@@ -237,20 +219,25 @@ class SharedRegistry:
                     if change.container_id in self.fleet:
                         self.fleet.remove(change.container_id)
                 else:
-                    self._show(self._states[change.container_id])
+                    state = self._states[change.container_id]
+                    self._show(state, respecified=change.profile is not None)
+                    if change.coordinate is not None and change.container_id in self.fleet:
+                        self.fleet.set_coordinate(change.container_id, change.coordinate)
                 if change.freed:
-                    self._on_sessions_lost(change.freed, "the container went away")
+                    await self._on_sessions_lost(change.freed, "the container went away")
 
-    def _show(self, state: ContainerState) -> None:
-        """Bring the local index in line with the store's state of one container."""
+    def _show(self, state: ContainerState, *, respecified: bool = True) -> None:
+        """Bring the local index in line with the store's state of one container; the spec
+        is parsed again only when the change carried one (most changes are seats)."""
         cid = state.container_id
         if not state.profile:
             return
-        spec = spec_of_profile(state.profile)
-        if self._specs.get(cid) != spec or cid not in self.fleet:
-            self._specs[cid] = spec
-            self.fleet.add(spec.profile(), state.coordinate)
-        self.fleet.set_candidate(cid, _candidate(state))
+        if respecified or cid not in self.fleet:
+            spec = spec_of_profile(state.profile)
+            if self._specs.get(cid) != spec or cid not in self.fleet:
+                self._specs[cid] = spec
+                self.fleet.add(spec.profile(), state.coordinate)
+        self.fleet.set_candidate(cid, offered(state.admission, state.liveness, state.maintenance))
         # The store holds deadlines in its own clock and its claim script checks them.
         self.fleet.set_deadline(cid, math.inf)
         self.fleet.set_load(cid, state.load)

@@ -26,7 +26,7 @@ class ContainerView:
     availability: str
     load: float
     sessions: tuple[str, ...]
-    heartbeat_age: float
+    heartbeat_age: float | None  # None: this indexer has not heard it (another holds it)
     telemetry: Telemetry | None
     telemetry_age: float | None
 

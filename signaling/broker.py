@@ -61,6 +61,7 @@ class SessionBroker:
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
         self._told_queued: dict[str, p.Queued] = {}  # the last place each waiting player heard
+        self._trying: set[str] = set()  # waiting players whose claim is in flight
 
     # Containers --------------------------------------------------------------------------------
 
@@ -75,17 +76,15 @@ class SessionBroker:
 
     async def heartbeat(
         self, container_id: str, now: float, telemetry: p.Telemetry | None = None
-    ) -> list[Outgoing]:
-        """Keep the container live; a heartbeat past its deadline first expires it (ending its
-        sessions, as the sweep would have) and is then refused: it must register again."""
-        out = await self.expire(now)
+    ) -> None:
+        """Keep the container live. A heartbeat past its deadline is refused: the container
+        must register again, and its seats go with its socket (`container_gone`) or the sweep."""
         try:
             await self.store.heartbeat(container_id, now, telemetry)
-        except IndexerError:
+        except IllegalEventError:
             raise p.ProtocolError(
                 "expired", f"container {container_id!r} missed its heartbeats; register again"
             ) from None
-        return out
 
     async def container_gone(self, container_id: str, reason: str, now: float) -> list[Outgoing]:
         """The container's connection closed: no more heartbeats, so it is MISSED at once."""
@@ -99,8 +98,6 @@ class SessionBroker:
         out: list[Outgoing] = []
         for _, freed in await self.store.expire(now):
             out += self.sessions_lost(freed, "the container stopped sending heartbeats")
-        if out:  # seats were freed: someone waiting may fit now
-            out += await self.serve_queue(now)
         return out
 
     def sessions_lost(self, session_ids: Iterable[str], reason: str) -> list[Outgoing]:
@@ -157,14 +154,29 @@ class SessionBroker:
             return self._tell_queued(player_id, exc, request)
 
     async def serve_queue(self, now: float) -> list[Outgoing]:
-        """Try every waiting player again, in order, with the bound their wait has earned."""
+        """Try every waiting player again, in order, with the bound their wait has earned.
+
+        A remote store's claim awaits: a player another call is already trying is skipped,
+        and one who left while their claim was in flight gets the seat freed again."""
         out: list[Outgoing] = []
         for waiting in self.queue:
+            player_id = waiting.player_id
+            if player_id in self._trying or player_id not in self.queue:
+                continue  # another call is trying them, or matched them meanwhile
             request = self.queue.relaxed(waiting, now)
+            self._trying.add(player_id)
             try:
-                matched = await self._match(waiting.player_id, request, now)
+                matched = await self._match(player_id, request, now)
             except NoContainerError as exc:
-                out += self._tell_queued(waiting.player_id, exc, request)
+                if player_id in self.queue:
+                    out += self._tell_queued(player_id, exc, request)
+                continue
+            finally:
+                self._trying.discard(player_id)
+            if player_id not in self.queue:  # gone while the claim was in flight
+                session = self._player_session(player_id)
+                self._forget(session, "")
+                await self._release(session, now)
                 continue
             self._leave_queue(waiting)
             out += matched
@@ -254,10 +266,15 @@ class SessionBroker:
         self, session: Session, reason: str, now: float, *, notify_container: bool
     ) -> list[Outgoing]:
         out = self._forget(session, reason)
-        container_id = session.container_id
-        assert container_id is not None  # sessions are stored once matched
-        with contextlib.suppress(IndexerError):  # freed already, with its container's liveness
-            await self.store.release(container_id, session.session_id, now)
+        container_id = await self._release(session, now)
         if notify_container:
             out.append(Outgoing("container", container_id, p.End(session.session_id, reason)))
         return out + await self.serve_queue(now)
+
+    async def _release(self, session: Session, now: float) -> str:
+        """Free the session's seat (unless its container's liveness freed it already)."""
+        container_id = session.container_id
+        assert container_id is not None  # sessions are stored once matched
+        with contextlib.suppress(IndexerError):
+            await self.store.release(container_id, session.session_id, now)
+        return container_id

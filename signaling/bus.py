@@ -75,6 +75,7 @@ class SignalBus:
 
     async def _listen(self) -> None:
         mine = self._channel("indexer", self.indexer_id)
+        peers = f"{self._prefix}:bus:"
         while True:
             message = await self._pubsub.get_message(timeout=1.0)
             if message is None or message["type"] != "message":
@@ -85,7 +86,7 @@ class SignalBus:
                     body = json.loads(data)
                     await self._forwarded(body["container"], body["text"])
                 else:
-                    _, _, kind, peer_id = channel.split(":", 3)
+                    kind, _, peer_id = channel.removeprefix(peers).partition(":")
                     await self._deliver(kind, peer_id, data)
             except Exception:  # one bad delivery must not stop the bus
                 log.exception("signal bus: could not handle a message on %s", channel)

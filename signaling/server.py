@@ -78,6 +78,7 @@ COUNTERS = web.AppKey("counters", dict)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 KEYS = web.AppKey("keys", KeyStore)
 KEY_OF = web.AppKey("key_of", dict)  # container id -> the host key that first registered it
+REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", SignalBus)
 
 
@@ -128,13 +129,9 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
     liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
     assert config.redis_url is not None
     client = aioredis.from_url(config.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
-    lost: asyncio.Queue[tuple[tuple[str, ...], str]] = asyncio.Queue(maxsize=10_000)
 
-    def on_sessions_lost(sessions: tuple[str, ...], reason: str) -> None:
-        try:
-            lost.put_nowait((sessions, reason))
-        except asyncio.QueueFull:
-            log.error("too many lost sessions queued; %d not ended", len(sessions))
+    async def on_sessions_lost(sessions: tuple[str, ...], reason: str) -> None:
+        await _deliver(app, app[BROKER].sessions_lost(sessions, reason))
 
     store = RedisStore(client, liveness, config.redis_prefix)
     shared = SharedRegistry(
@@ -144,7 +141,8 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
         on_sessions_lost,
         admit_on_register=config.admit_on_register,
     )
-    app[BROKER] = broker = _broker(config, shared)
+    app[BROKER] = _broker(config, shared)
+    app[REDIS] = client
 
     async def deliver_local(kind: str, peer_id: str, text: str) -> None:
         ws = app[PEERS].get((kind, peer_id))
@@ -160,21 +158,11 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
             return
         await _deliver(app, out)
 
-    async def end_lost() -> None:
-        while True:
-            sessions, reason = await lost.get()
-            await _deliver(app, broker.sessions_lost(sessions, reason))
-
     bus = SignalBus(client, config.redis_prefix, config.indexer_id, deliver_local, forwarded)
     app[BUS] = bus
     async with shared.running(), bus.running():
-        task = asyncio.create_task(end_lost(), name="end-lost-sessions")
         log.info("indexer %s shares the network at %s", config.indexer_id, config.redis_url)
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        yield
     await client.aclose()
 
 
@@ -284,6 +272,9 @@ async def player_socket(request: web.Request) -> web.WebSocketResponse:
             except p.ProtocolError as exc:
                 await _reply_error(app, ws, exc.code, exc.reason, message.type)
                 continue
+            except IndexerError as exc:  # the store failed us, not the player
+                await _reply_error(app, ws, "unavailable", str(exc), message.type)
+                continue
             await _deliver(app, out)
     finally:
         await _deliver(app, await broker.player_gone(player_id, time.monotonic()))
@@ -307,7 +298,7 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
                 if container_id is None:
                     if not isinstance(message, p.Register):
                         raise p.ProtocolError("unexpected", "register first")
-                    _authenticate(app, message, text, challenge)
+                    await _authenticate(app, message, text, challenge)
                     out = await broker.register(message, time.monotonic())
                     container_id = message.container
                     app[PEERS][("container", container_id)] = ws
@@ -323,6 +314,9 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
                 if exc.code == "expired":  # its registration is gone: make it start over
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expired")
                 continue
+            except IndexerError as exc:  # the store failed us, not the container
+                await _reply_error(app, ws, "unavailable", str(exc), message.type)
+                continue
             await _deliver(app, out)
     finally:
         # Only while this socket still speaks for the id: after an expiry the agent may have
@@ -331,10 +325,14 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
             del app[PEERS][("container", container_id)]
             if bus is not None:
                 await bus.leave("container", container_id)
-            gone = await broker.container_gone(
-                container_id, "the container disconnected", time.monotonic()
-            )
-            await _deliver(app, gone)
+            try:
+                gone = await broker.container_gone(
+                    container_id, "the container disconnected", time.monotonic()
+                )
+            except IndexerError as exc:  # the sweep ends its sessions once the store is back
+                log.warning("container %s disconnected; store says: %s", container_id, exc)
+            else:
+                await _deliver(app, gone)
     return ws
 
 
@@ -344,7 +342,8 @@ async def _from_container(
     """A registered container's message, from its socket or forwarded by its indexer."""
     broker = app[BROKER]
     if isinstance(message, p.Heartbeat):
-        return await broker.heartbeat(container_id, time.monotonic(), message.telemetry)
+        await broker.heartbeat(container_id, time.monotonic(), message.telemetry)
+        return []
     if isinstance(message, p.Answer):
         return await broker.answer(container_id, message)
     if isinstance(message, p.Playing):
@@ -372,7 +371,9 @@ async def _forward(app: web.Application, container_id: str, message: p.Message, 
     return False
 
 
-def _authenticate(app: web.Application, message: p.Register, text: str, challenge: str) -> None:
+async def _authenticate(
+    app: web.Application, message: p.Register, text: str, challenge: str
+) -> None:
     """Refuse a registration that is not signed over this connection's challenge by a live
     host key, or that names a container id another key registered first."""
     store = app.get(KEYS)
@@ -392,12 +393,22 @@ def _authenticate(app: web.Application, message: p.Register, text: str, challeng
         raise p.ProtocolError(exc.code, exc.reason) from None
     except keys.KeyStoreError as exc:
         raise p.ProtocolError("unavailable", str(exc)) from None
-    owner = app[KEY_OF].setdefault(message.container, key.key_id)
-    if owner != key.key_id:
+    if await _owner_of(app, message.container, key.key_id) != key.key_id:
         raise p.ProtocolError(
             "conflict",
             f"container id {message.container!r} belongs to another host key; choose another id",
         )
+
+
+async def _owner_of(app: web.Application, container_id: str, key_id: str) -> str:
+    """The host key a container id belongs to: the first that registered it, network-wide
+    when indexers share Redis (so no key takes over another's id through another indexer)."""
+    client = app.get(REDIS)
+    if client is None:
+        return str(app[KEY_OF].setdefault(container_id, key_id))
+    owners = f"{app[CONFIG].redis_prefix}:key_of"
+    await client.hsetnx(owners, container_id, key_id)
+    return str(await client.hget(owners, container_id))
 
 
 async def list_containers(request: web.Request) -> web.Response:
@@ -449,7 +460,7 @@ def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
         "frames_on": spec.frames_on,
         "region": spec.region,
         "price_per_minute": spec.price_per_minute,
-        "heartbeat_age_s": round(view.heartbeat_age, 3),
+        "heartbeat_age_s": None if view.heartbeat_age is None else round(view.heartbeat_age, 3),
         "host": host,
         "gpu": gpu,
         "gpus": gpus,

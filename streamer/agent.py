@@ -56,7 +56,6 @@ class ContainerAgent:
         self.config = config
         self.sessions: dict[str, StreamSession] = {}
         self.registered = asyncio.Event()
-        self.server_url = config.server_url  # the indexer it is connected to now
         self._closing: set[asyncio.Future[None]] = set()  # sessions whose peers are closing
         self.telemetry = TelemetryReader()
 
@@ -69,7 +68,6 @@ class ContainerAgent:
                 while True:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
-                            self.server_url = url
                             attempt = 0
                             await self._serve(ws)
                     except* (aiohttp.ClientError, OSError) as group:

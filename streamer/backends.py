@@ -19,11 +19,11 @@ import av
 import av.logging
 import numpy as np
 
-from streamer.encoder import NVENC, LowLatencyH264Encoder
+from streamer.encoder import ENCODERS, NVENC, LowLatencyH264Encoder
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "nvenc", "x264", "aiortc")  # what `gamecast container --encoder` accepts
+CHOICES = ("auto", *ENCODERS)  # what `gamecast container --encoder` accepts
 _PROBE_SIZE = (256, 144)  # small enough to cost nothing, large enough for every encoder
 
 

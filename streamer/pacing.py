@@ -6,6 +6,7 @@ than produced late in a burst: in real-time play a stale frame is worth less tha
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -62,14 +63,21 @@ class SteadyRelease:
         if not 0.0 < quantile <= 1.0:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
         self._lateness: deque[float] = deque(maxlen=window)
+        self._ordered: list[
+            float
+        ] = []  # the same values, sorted: a frame inserts one, not sorts all
         self._quantile = quantile
         self._max_hold = 0.5 / fps
         self.hold = 0.0  # seconds after its deadline a ready frame is handed on
 
     def release_at(self, deadline: float, ready: float) -> float:
         """When to release a frame that became ready at `ready`, for the slot due at `deadline`."""
-        self._lateness.append(ready - deadline)
-        ordered = sorted(self._lateness)
+        lateness = ready - deadline
+        if len(self._lateness) == self._lateness.maxlen:
+            del self._ordered[bisect.bisect_left(self._ordered, self._lateness[0])]
+        self._lateness.append(lateness)
+        bisect.insort(self._ordered, lateness)
+        ordered = self._ordered
         index = min(len(ordered) - 1, int(self._quantile * len(ordered)))
         self.hold = min(self._max_hold, max(0.0, ordered[index]))
         return max(ready, deadline + self.hold)

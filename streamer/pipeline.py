@@ -209,8 +209,8 @@ class SenderPipeline:
                 self.stats.frames_encoded += 1
                 self.stats.keyframes += encoded.keyframe
                 if self.release is not None:
-                    release_at = self.release.release_at(deadline, time.monotonic())
-                    delay = release_at - time.monotonic()
+                    now = time.monotonic()
+                    delay = self.release.release_at(deadline, now) - now
                     if delay > 0 and self._stopped.wait(delay):
                         return
                 self._deliver(encoded)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from benchmarks.redis_server import RedisServer, running_redis_server
 from gamecast.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
 from verifier.bot import BotPlayer
@@ -94,7 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """Debian's redis-server on a unix socket, shared by the session's tests (see
-    tests/redis_server.py); take `redis_url` to get it emptied first."""
+    benchmarks/redis_server.py); take `redis_url` to get it emptied first."""
     with running_redis_server() as server:
         yield server
 
@@ -107,8 +108,3 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis(unix_socket_path=str(redis_server.socket_path)) as client:
         client.flushall()
     return redis_server.url
-
-
-from collections.abc import Iterator  # noqa: E402  (appended with the Redis fixtures)
-
-from tests.redis_server import RedisServer, running_redis_server  # noqa: E402

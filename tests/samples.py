@@ -14,6 +14,7 @@ from aiortc.codecs.h264 import H264PayloadDescriptor
 
 from gamecast.runtime import RunningServer
 from indexer.keys import HostCredentials, KeyStore, parse_private_key
+from indexer.lifecycle import Event
 from signaling import protocol as p
 from signaling.protocol import Register
 from streamer.encoder import EncodedFrame
@@ -121,3 +122,8 @@ def signed(register: Register, credentials: HostCredentials, challenge: str) -> 
     register = dataclasses.replace(register, key_id=credentials.key_id, challenge=challenge)
     signature = credentials.sign(challenge, json.loads(register.to_json()))
     return dataclasses.replace(register, signature=signature).to_json()
+
+
+# The events that move one session's seat rather than the container (apply_seat's), in the
+# enum's order: a seeded walk that picks among them stays the same walk from run to run.
+SEAT_EVENTS: tuple[Event, ...] = (Event.CLAIMED, Event.SESSION_STARTED, Event.SESSION_ENDED)

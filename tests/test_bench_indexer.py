@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.indexer import (
+    DECISIONS_TARGET,
+    P99_TARGET_MS,
     TICK,
     Outcome,
     ScanFleet,
@@ -27,7 +29,8 @@ from benchmarks.indexer import (
     warm,
 )
 from indexer.errors import NoContainerError
-from indexer.selection import FULL, QUANTUM, Choice
+from indexer.lifecycle import FULL
+from indexer.selection import QUANTUM, Choice
 
 CONTAINERS, REQUESTS = 2_000, 5_000
 
@@ -45,16 +48,17 @@ def test_the_report_has_both_selectors_targets_and_memory(report: dict[str, obje
     assert (fleet_row["containers"], fleet_row["decisions"]) == (CONTAINERS, REQUESTS)
     assert scan_row["decisions"] == 100
     for row in results:
-        assert row["per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
-        assert sum(row["refusals"].values()) == round(row["refused"] * row["decisions"])
+        assert row["per_s"] > 0 and row["p50_ms"] > 0
         assert set(row["refusals"]) <= {"standby", "build", "resources", "rtt", "price"}
     assert 0.5 < fleet_row["occupancy"] < 0.95  # the session lengths aim at about 70 %
-    targets = report["targets"]
-    assert isinstance(targets, dict)
-    assert set(targets) == {"decisions_per_s", "p99_ms"}
-    assert all(isinstance(t["met"], bool) for t in targets.values())
+    per_s, p99 = fleet_row["per_s"], fleet_row["p99_ms"]
+    assert report["targets"] == {
+        "decisions_per_s": {"target": DECISIONS_TARGET, "value": per_s,
+                            "met": per_s >= DECISIONS_TARGET},
+        "p99_ms": {"target": P99_TARGET_MS, "value": p99, "met": p99 <= P99_TARGET_MS},
+    }  # fmt: skip
     memory = report["memory"]
-    assert isinstance(memory, dict) and memory["peak_mib"] >= memory["held_mib"] > 0
+    assert isinstance(memory, dict) and memory["held_mib"] > 0
     json.dumps(report)  # plain data all through
 
 
@@ -85,24 +89,37 @@ def test_every_booked_seat_fits_and_loads_add_up() -> None:
     warm(fleet, network, 0.0, rng)
     book, release = booking(fleet)
     booked: list[Choice] = []
+    held: defaultdict[str, float] = defaultdict(float)  # booked minus released, per container
 
     def book_and_keep(choice: Choice) -> None:
         assert fleet.load(choice.container_id) + choice.share <= FULL
         booked.append(choice)
+        held[choice.container_id] += choice.share
         book(choice)
 
-    outcome = drive(fleet, network.plays, book_and_keep, release, rng=rng)
+    def release_and_count(choice: Choice) -> None:
+        held[choice.container_id] -= choice.share
+        release(choice)
+
+    outcome = drive(fleet, network.plays, book_and_keep, release_and_count, rng=rng)
     assert len(outcome.latencies_ns) == len(network.plays)
     assert len(booked) == len(network.plays) - sum(outcome.refusals.values())
-    open_shares = Counter[str]()  # the sessions still open at the end
-    for sessions in outcome.ending.values():
-        for choice in sessions:
-            open_shares[choice.container_id] += choice.share
+    assert min(held.values()) > -1e-9  # nothing released that was not booked
+    open_shares = _open_shares(outcome)
     for item in network.profiles:
         load = fleet.load(item.container_id)
-        assert 0.0 <= load <= FULL
+        assert load == pytest.approx(held[item.container_id], abs=1e-9)
         assert load == pytest.approx(open_shares[item.container_id], abs=1e-9)
     assert 0.5 < occupancy(fleet, network) < 0.95
+
+
+def _open_shares(outcome: Outcome) -> defaultdict[str, float]:
+    """The shares the sessions still open at the end of a run take, per container."""
+    shares: defaultdict[str, float] = defaultdict(float)
+    for sessions in outcome.ending.values():
+        for choice in sessions:
+            shares[choice.container_id] += choice.share
+    return shares
 
 
 def test_the_hook_drives_any_selector_with_its_own_booking() -> None:
@@ -121,9 +138,10 @@ def test_the_hook_drives_any_selector_with_its_own_booking() -> None:
         scan.set_load(choice.container_id, max(0.0, seats[choice.container_id]))
 
     outcome = drive(scan, network.plays, claim, free, rng=rng, timed_from=100)
-    assert isinstance(outcome, Outcome)
     assert len(outcome.latencies_ns) == len(network.plays) - 100
     assert all(share <= FULL for share in seats.values())
+    open_shares = _open_shares(outcome)  # released as the hook was told: the rest still held
+    assert seats == pytest.approx({cid: open_shares[cid] for cid in seats}, abs=1e-9)
 
 
 def test_main_prints_a_table_targets_and_json(

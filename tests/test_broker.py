@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from indexer.lifecycle import Availability, Liveness, LivenessConfig
 from indexer.play_queue import PlayQueue, Relaxation
-from indexer.registry import ContainerRegistry
+from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
@@ -187,7 +188,11 @@ async def test_players_queue_in_order_while_the_only_container_is_taken() -> Non
     assert await broker.serve_queue(1.0) == []  # nothing changed: nobody is told again
     out = await broker.player_end("p1", "done", 2.0)
     assert matched_to(out, "p2") == "c1"
-    assert Outgoing("player", "p3", p.Queued(1, "standby", queued(out[-1:]).reason, 80)) in out
+    busy = (
+        "no container is on standby: all 1 registered are busy, silent or not admitted;"
+        " try again shortly"
+    )
+    assert Outgoing("player", "p3", p.Queued(1, "standby", busy, 80)) in out
     # A waiting player who leaves gives up their place.
     assert await broker.player_gone("p3", 3.0) == [
         Outgoing("player", "p3", p.Ended("", "the player disconnected"))
@@ -297,10 +302,14 @@ async def test_an_answer_is_relayed_once_and_playing_needs_one() -> None:
     broker = await connecting(new_broker())
     with refused("unexpected", "session s1 has no answer yet"):
         await broker.playing("c1", p.Playing("s1"), 0.0)
-    assert await broker.answer("c1", p.Answer("s1", "answer-sdp"))
+    assert await broker.answer("c1", p.Answer("s1", "answer-sdp")) == [
+        Outgoing("player", "p1", p.SessionAnswer("s1", "answer-sdp"))
+    ]
     with refused("unexpected", "session s1 was answered already"):
         await broker.answer("c1", p.Answer("s1", "another-sdp"))
-    assert await broker.playing("c1", p.Playing("s1"), 0.0)
+    assert await broker.playing("c1", p.Playing("s1"), 0.0) == [
+        Outgoing("player", "p1", p.SessionState("s1", "playing"))
+    ]
     assert status(broker) is SessionStatus.PLAYING
 
 
@@ -336,3 +345,44 @@ async def test_a_container_with_capacity_for_two_serves_two_players_and_ends_bot
     ]
     assert broker.sessions == {}
     assert seats(broker) == {}
+
+
+class AwaitingStore(MemoryStore):
+    """The in-memory store with a claim that yields once, as a remote store's does."""
+
+    async def claim(self, request, session_id, now):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0)
+        return await super().claim(request, session_id, now)
+
+
+def awaiting_broker() -> SessionBroker:
+    broker = new_broker()
+    broker.store = AwaitingStore(registry(broker))
+    return broker
+
+
+async def test_a_waiting_player_tried_by_two_calls_at_once_gets_one_seat() -> None:
+    broker = awaiting_broker()
+    two = [p.StreamCapacity(1280, 720, 60, 2)]
+    await broker.play("p1", PLAY, 0.0)  # queued: nothing registered yet
+    registry(broker).register(
+        ContainerSpec.from_register(
+            p.Register("c1", ["tetris"], ["h264"], 1280, 720, 60, capacity=two)
+        ),
+        0.0,
+    )
+    first, second = await asyncio.gather(broker.serve_queue(1.0), broker.serve_queue(1.0))
+    assert matched_to(first + second, "p1") == "c1"
+    assert list(seats(broker)) == [broker._by_player["p1"]]
+
+
+async def test_a_waiting_player_who_leaves_while_their_claim_is_in_flight_frees_the_seat() -> None:
+    broker = awaiting_broker()
+    await broker.play("p1", PLAY, 0.0)
+    registry(broker).register(ContainerSpec.from_register(REGISTER), 0.0)
+    serving = asyncio.create_task(broker.serve_queue(1.0))
+    await asyncio.sleep(0)  # the claim is in flight
+    await broker.player_gone("p1", 1.0)
+    assert await serving == []
+    assert seats(broker) == {}
+    assert broker.sessions == {}

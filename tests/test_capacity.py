@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import pytest
 
+from gamecast import runtime
 from gamecast.runtime import embedded_network, prepare_host
 from signaling.protocol import Play, StreamCapacity
 from streamer.agent import AgentConfig
@@ -18,7 +20,7 @@ from streamer.capacity import (
     measure_frame_ms,
     sessions_for,
 )
-from streamer.encoder import X264
+from streamer.encoder import X264, H264Backend
 from verifier.bot import BotPlayer
 
 
@@ -79,13 +81,24 @@ def test_a_frame_is_really_drawn_and_encoded_to_measure_it() -> None:
     assert 0 < small < large  # nine times the pixels cost more, whatever this host is
 
 
-async def test_the_host_is_probed_and_benchmarked_before_registering(caplog) -> None:
+async def test_the_host_is_probed_and_benchmarked_before_registering(caplog, monkeypatch) -> None:
+    measured: dict[tuple[int, int], float] = {}
+
+    def recorded(backend: H264Backend, width: int, height: int) -> float:
+        measured[width, height] = measure_frame_ms(backend, width, height)
+        return measured[width, height]
+
+    monkeypatch.setattr(runtime, "measure_frame_ms", recorded)
     config = AgentConfig("ws://unused", "c1", max_width=1280, max_height=720, max_fps=60)
     with caplog.at_level(logging.INFO, logger="gamecast.runtime"):
         prepared = await prepare_host(config)
     assert prepared.encoder in ("nvenc", "x264") and prepared.encoder_reason
     ((shape, sessions),) = [((c.width, c.height, c.fps), c.sessions) for c in prepared.capacity]
     assert shape == (1280, 720, 60) and sessions >= 1  # a 720p60 session fits on any CI host
+    # What it advertises is what its own measurement gives on this host's cores.
+    assert list(measured) == [(1280, 720)]
+    assert sessions == sessions_for(measured[1280, 720], 60, os.cpu_count() or 1)
+    assert list(prepared.capacity) == capacity_from_costs(measured, [shape], os.cpu_count() or 1)
     assert any("capacity from a self-benchmark" in m for m in caplog.messages)
     fixed = await prepare_host(config, sessions=5)
     assert fixed.capacity == (StreamCapacity(1280, 720, 60, 5),)

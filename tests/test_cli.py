@@ -165,6 +165,19 @@ def test_latency_benchmark_measures_each_configuration_with_the_bot(tmp_path) ->
         assert row["unreadable"] == 0
 
 
+def test_indexer_benchmark_runs_through_the_cli_with_its_own_options(tmp_path) -> None:
+    out = tmp_path / "indexer.json"
+    result = subprocess.run(
+        [*GAMECAST, "bench", "indexer", "--containers", "300", "--requests", "600",
+         "--baseline-requests", "20", "--json", str(out)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["config"]["containers"] == 300
+    assert [r["decisions"] for r in report["results"]] == [600, 20]
+    assert "speed-up over the scan" in result.stdout
+
+
 def test_network_benchmark_reports_each_phase_and_a_bitrate_trace(tmp_path) -> None:
     out = tmp_path / "network.json"
     result = subprocess.run(

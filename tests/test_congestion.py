@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
+from streamer.feedback import KEYFRAME_INTERVAL_S
 from tests.conftest import eventually, unexplained_gaps
 from verifier.bot import BotPlayer
 from verifier.frame_stats import FrameLog
@@ -38,6 +40,7 @@ async def playing_through(network, http, relay: UdpRelay) -> AsyncIterator[BotPl
 @pytest.mark.timeout(90)
 async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http, relay) -> None:
     _, agent = network
+    started = time.monotonic()  # the gate's clock (the pipeline asks it with monotonic time)
     async with playing_through(network, http, relay) as bot:
         assert relay.downstream.counters.delivered > 0  # the media really crosses the relay
         pipeline = agent.sessions[bot.session_id].track.pipeline
@@ -62,8 +65,11 @@ async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http,
         assert pipeline.bitrate.trace[-1].bitrate > lowest
         frames = bot.log.frames
         await bot.wait_frames(frames + 60)
-        # Keyframe requests during the loss were coalesced, not each answered with an IDR.
-        assert pipeline.keyframes.granted <= pipeline.keyframes.requested
+        # Keyframe requests during the loss (several a second) were coalesced, not each
+        # answered with an IDR: at most one grant per interval since the session began.
+        gate = pipeline.keyframes
+        assert gate.requested > gate.granted > 0
+        assert gate.granted <= 1 + (time.monotonic() - started) / KEYFRAME_INTERVAL_S
 
 
 async def test_media_through_a_clean_relay_plays_as_directly(network, http, relay) -> None:

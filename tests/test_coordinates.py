@@ -166,7 +166,14 @@ def test_an_impossible_rtt_is_refused(rtt):
 
 
 def test_the_longest_acceptable_rtt_is_accepted():
-    measure(book_of("a", "b"), "a", "b", VivaldiConfig().max_rtt)
+    book = book_of("a", "b")
+    before = book.coordinate("a"), book.coordinate("b"), estimate(book, "a", "b")
+
+    measure(book, "a", "b", VivaldiConfig().max_rtt)
+
+    assert book.coordinate("a").vec != before[0].vec  # taken: both ends moved apart
+    assert book.coordinate("b").vec != before[1].vec
+    assert estimate(book, "a", "b") > before[2]
 
 
 def test_a_node_cannot_sample_itself():

@@ -120,11 +120,11 @@ class Container:
 
 
 async def play(
-    http: aiohttp.ClientSession, urls: list[str]
+    http: aiohttp.ClientSession, urls: list[str], order: list[str] | None = None
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict]:
-    """Connect to indexers in random order until one answers, ask to play; the socket and the
-    first reply (matched or queued)."""
-    for url in random.sample(urls, len(urls)):
+    """Connect to indexers in `order` (in random order if not given) until one answers, ask
+    to play; the socket and the first reply (matched or queued)."""
+    for url in random.sample(urls, len(urls)) if order is None else order:
         try:
             ws = await http.ws_connect(RunningServer(url).player_url)
         except aiohttp.ClientError:
@@ -141,6 +141,10 @@ def seats_in_redis(url: str) -> dict[str, list[str]]:
             key.split(":", 2)[2]: list(client.hgetall(key))
             for key in client.scan_iter("gamecast:seats:*")
         }
+
+
+def seated(seats: dict[str, list[str]]) -> set[str]:
+    return {session for sessions in seats.values() for session in sessions}
 
 
 @pytest.fixture
@@ -206,23 +210,31 @@ async def test_when_an_indexer_is_killed_its_players_and_containers_fail_over(
 ) -> None:
     running, containers = network
     urls = [i.url for i in running]
-    victim = running[0]
+    held = Counter(c.connected_to for c in containers)
+    victim = max(running, key=lambda i: held[i.url])  # so that some containers must move
     moved = [c for c in containers if c.connected_to == victim.url]
+    assert moved
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(10)
 
     # Its containers register with the others; nothing is lost but the dead indexer.
     await eventually(lambda: all(c.connected_to != victim.url for c in moved), seconds=15)
-    async with http.get(running[1].url + "/api/containers") as response:
+    survivor = next(i for i in running if i is not victim)
+    async with http.get(survivor.url + "/api/containers") as response:
         rows = (await response.json())["containers"]
     assert sorted(r["container"] for r in rows) == sorted(c.container_id for c in containers)
     assert {r["state"] for r in rows} == {"connected and healthy"}
 
-    # Players keep the published list: the dead indexer is skipped and they are matched.
-    replies = await asyncio.gather(*(play(http, urls) for _ in range(6)))
-    assert {reply["type"] for _, reply in replies} == {"matched"}
-    assert all(not reply["session"].startswith("i0.") for _, reply in replies)
+    # Players keep the published list: they try the dead indexer first, skip it, and are
+    # matched by the others, each on a seat of its own.
+    before = seated(seats_in_redis(redis_url))
+    order = [victim.url, *(url for url in urls if url != victim.url)]
+    replies = await asyncio.gather(*(play(http, urls, order) for _ in range(6)))
+    assert [reply["type"] for _, reply in replies] == ["matched"] * len(replies)
     in_store = seats_in_redis(redis_url)
+    after = seated(in_store)
+    assert len(after) == len(before) + len(replies)
+    assert after - before == {reply["session"] for _, reply in replies}
     assert max(len(s) for s in in_store.values()) <= SEATS_PER_CONTAINER
     for ws, _ in replies:
         await ws.close()

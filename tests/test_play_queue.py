@@ -51,7 +51,8 @@ def test_iterating_is_safe_while_players_leave() -> None:
     ],
 )
 def test_the_bound_widens_every_step_up_to_the_ceiling(waited: float, bound: float) -> None:
-    queue = PlayQueue(Relaxation(step=5.0, factor=1.5, ceiling=0.25))
+    """The defaults, as the README states them: x1.5 every 5 s up to 250 ms."""
+    queue = PlayQueue(Relaxation())
     queue.add("a", REQUEST, 100.0)
     (waiting,) = queue
     assert queue.relaxed(waiting, 100.0 + waited).rtt_bound == pytest.approx(bound)

@@ -110,10 +110,24 @@ def test_limits_are_inclusive_and_readings_may_be_null() -> None:
     )
     nulls = {name: None for name in gpu() if name not in ("index", "name", "uuid")}
     raw = heartbeat(cpu_percent=0, ram_used_mib=p.MAX_MIB, gpus=[highest] * 16)
-    assert isinstance(parse_message(raw, "container"), p.Heartbeat)
-    assert isinstance(parse_message(heartbeat(gpus=[gpu(**nulls)]), "container"), p.Heartbeat)
+    highest_gpu = p.GpuTelemetry(**highest)
+    assert parsed(raw) == p.Heartbeat(p.Telemetry(0.0, p.MAX_MIB, [highest_gpu] * 16))
+    null_gpu = p.GpuTelemetry(**gpu(**nulls))
+    assert parsed(heartbeat(gpus=[gpu(**nulls)])) == p.Heartbeat(
+        p.Telemetry(12.5, 4096, [null_gpu])
+    )
     top = host(cpu_model="c" * 128, cpu_cores=4096, ram_mib=p.MAX_MIB, gpus=[spec()] * 16)
-    assert isinstance(parse_message(register(host=top), "container"), p.Register)
+    top_host = p.HostSpecs("c" * 128, 4096, p.MAX_MIB, [p.GpuSpec(**spec())] * 16)
+    assert parsed(register(host=top)) == p.Register(
+        "c1", ["tetris"], ["h264"], 1920, 1080, 60, top_host
+    )
+
+
+def parsed(raw: str) -> p.Message:
+    """`raw` parsed as a container's message, checked to serialise back to the same message."""
+    message = parse_message(raw, "container")
+    assert parse_message(message.to_json(), "container") == message
+    return message
 
 
 TELEMETRY = "heartbeat.telemetry"
@@ -212,4 +226,5 @@ def test_sixteen_full_gpus_fit_in_one_message() -> None:
     raw = heartbeat(gpus=[longest] * 16)
     assert len(raw) < p.MAX_MESSAGE_BYTES
     assert len(json.loads(raw)["telemetry"]["gpus"]) == 16
-    assert isinstance(parse_message(raw, "container"), p.Heartbeat)
+    sixteen = [p.GpuTelemetry(**longest)] * 16
+    assert parsed(raw) == p.Heartbeat(p.Telemetry(12.5, 4096, sixteen))

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from benchmarks.redis_server import RedisServer
 from indexer.coordinates import Coordinate
 from indexer.lifecycle import (
     TRANSITIONS,
@@ -44,7 +45,7 @@ from indexer.redis_store import (
     UnknownContainerError,
     replay,
 )
-from tests.redis_server import RedisServer
+from tests.samples import SEAT_EVENTS
 
 A, L, M, S, E, K, B = Admission, Liveness, Maintenance, SeatState, Event, ChangeKind, BlockReason
 LIVENESS = LivenessConfig(heartbeat_period=60.0, missed_heartbeats=3)  # never overdue here
@@ -104,16 +105,16 @@ async def test_every_move_and_refusal_matches_the_pure_lifecycle(store):
     await store.register("c", {})
     taken: set[tuple[Event, State]] = set()
     refused = 0
-    seat_events = [E.CLAIMED, E.SESSION_STARTED, E.SESSION_ENDED]
     for _ in range(3000):
         session, share = rng.choice(["s1", "s2", "s3"]), rng.choice([1 / 3, 1 / 2, 1.0])
         event = rng.choice(_legal(model, session, share) if rng.random() < 0.8 else list(Event))
         sources = _sources(model, event, session)
         expected: object
         try:
-            if event in seat_events:
+            if event in SEAT_EVENTS:
                 model.apply_seat(event, session, 0.0, share)
-                expected = ()
+                load = pytest.approx(model.load)  # a seat move returns the load it leaves
+                expected = Claimed("c", load) if event is E.CLAIMED else load
             else:
                 expected = set(model.apply(event, 0.0))
         except IllegalEventError as exc:
@@ -131,7 +132,7 @@ async def test_every_move_and_refusal_matches_the_pure_lifecycle(store):
                 assert isinstance(got, IllegalEventError) and str(got) == str(expected)
         else:
             assert not isinstance(got, Exception | Refused), got
-            assert expected in ((), got)  # a seat move, or the same sessions freed
+            assert got == expected  # the same load, or the same sessions freed
             taken |= sources
         state = await state_of(store, "c")
         assert (state.admission, state.liveness, state.maintenance, state.seats) == (
@@ -150,8 +151,7 @@ def _legal(model: ContainerLifecycle, session: str, share: float) -> list[Event]
     legal = {t.event for t in TRANSITIONS if t.source in parts}
     if not model.is_candidate(0.0, share):
         legal.discard(E.CLAIMED)
-    seat_moves = [E.CLAIMED, E.SESSION_STARTED, E.SESSION_ENDED]
-    return [e for e in Event if e in legal] + [e for e in seat_moves if e in legal] * 2
+    return [e for e in Event if e in legal] + [e for e in SEAT_EVENTS if e in legal] * 2
 
 
 def _sources(model: ContainerLifecycle, event: Event, session: str) -> set[tuple[Event, State]]:
@@ -485,6 +485,7 @@ async def test_two_hundred_tasks_on_three_clients_never_double_claim(clients):
     for cid, seats in capacity.items():
         await admitted(stores[0], cid, seats)
     claimed: dict[str, str] = {}
+    refused: list[Refused] = []
     go = asyncio.Event()
 
     async def claimer(task: int) -> None:
@@ -494,13 +495,19 @@ async def test_two_hundred_tasks_on_three_clients_never_double_claim(clients):
             ranked = [(cid, 1 / capacity[cid]) for cid in picks.sample(sorted(capacity), 6)]
             result = await stores[task % 3].claim(f"t{task}-{n}", ranked)
             if isinstance(result, Claimed):
+                assert not result.existing
                 claimed[f"t{task}-{n}"] = result.container_id
+            else:
+                refused.append(result)
 
     async with asyncio.TaskGroup() as group:
         for task in range(200):
             group.create_task(claimer(task))
         go.set()
-    assert 0 < len(claimed) < 600  # demand (600) exceeds the seats, so some were refused
+    assert len(claimed) + len(refused) == 600
+    assert 0 < len(claimed) <= sum(capacity.values()) < 600  # so some claims were refused...
+    for refusal in refused:  # ...and only because all six candidates were full
+        assert [b.reason for b in refusal.blockers] == [B.FULL] * 6, refusal
     await assert_no_double_claims(clients[0], capacity, claimed)
 
 

@@ -118,6 +118,8 @@ def test_a_late_heartbeat_is_refused_until_the_container_registers_again() -> No
     registry.register(spec("a"), now=5.2)
     assert seed_state(registry, "a", 5.2) is SeedState.CONNECTED_AND_HEALTHY
     registry.heartbeat("a", 6.0)
+    assert registry.get("a").lifecycle.last_heartbeat == 6.0
+    assert registry.expire(9.0) == []  # live until 6 + 3 s, not 5.2 + 3 s
 
 
 def test_a_closed_connection_frees_the_seats_at_once_and_the_record_is_kept() -> None:

@@ -15,8 +15,8 @@ import pytest
 from benchmarks.indexer import ScanState, select_by_scan
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError, NoContainerError
+from indexer.lifecycle import FULL
 from indexer.selection import (
-    FULL,
     QUALITY_QUANTUM,
     QUANTUM,
     Choice,
@@ -383,6 +383,34 @@ def test_misuse_raises_with_a_message() -> None:
 # -- pruning against the plain scan ------------------------------------------------------------
 
 
+def test_region_pruning_never_drops_a_container_within_the_bound() -> None:
+    """On one axis the estimate is |dx| + both heights: the containers within the bound are
+    known without the fleet, and the shortlist must be exactly them."""
+    rng = np.random.default_rng(7)
+    entries = [
+        (profile(f"c{n}", region=f"r{n % 6}"), at((n % 6) * 25.0 + rng.normal(0, 4)))
+        for n in range(300)
+    ]
+    fleet = fleet_of(*entries)
+    refusals = 0
+    for trial in range(50):
+        player = at(float(rng.uniform(-10, 160)), 2.0)
+        bound = float(rng.uniform(0.005, 0.04))
+        wanted = request(rtt_bound=bound, player=player, policy=Policy.BEST_EXPERIENCE)
+        within = {
+            item.container_id
+            for item, c in entries
+            if abs(c.vec[0] - player.vec[0]) + c.height + player.height <= bound
+        }
+        if not within:
+            refusals += 1
+            assert refused(fleet, wanted).filter == "rtt"
+            continue
+        shortlist = fleet.select(wanted, 0.0, np.random.default_rng(trial), shortlist=400)
+        assert {c.container_id for c in shortlist} == within
+    assert 0 < refusals < 50  # both sides of the bound were tried
+
+
 def random_world(rng: np.random.Generator) -> tuple[Fleet, list[ScanState]]:
     """A few regions as coordinate clusters, random specs and states, some unplaced
     containers, some moved after indexing; the same world as scan states."""
@@ -463,9 +491,11 @@ def test_select_agrees_with_a_plain_scan_of_every_container(seed: int) -> None:
         if wanted.player is None and wanted.policy is Policy.BEST_EXPERIENCE:
             quantum = QUALITY_QUANTUM
         scores = {c.container_id: c.score for c in expected}
+        shares = {c.container_id: c.share for c in expected}
         for choice in got:
             assert abs(choice.score - scores[choice.container_id]) <= quantum * 1.001
-            assert choice.share <= FULL
+            assert choice.share == shares[choice.container_id]
+            assert fleet.load(choice.container_id) + choice.share <= FULL  # the seat fits
         assert [c.score for c in got] == sorted(c.score for c in got)
         best = fleet.select(wanted, now, rng)[0]
         assert best.score == pytest.approx(min(c.score for c in expected), abs=quantum * 1.001)
