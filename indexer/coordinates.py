@@ -291,6 +291,19 @@ class CoordinateBook:
         moved = update(before, other, rtt, self.config, self._rng)
         self._points.put(ends, moved)
 
+    def put(self, node_id: str, coordinate: Coordinate) -> None:
+        """Set a node's coordinate outright: for a placement computed elsewhere
+        (indexer/placement.py fits a newcomer to its samples at once)."""
+        row = np.array([self._row(node_id)])
+        self._points.put(
+            row,
+            Coordinates(
+                np.array([coordinate.vec], dtype=np.float64),
+                np.array([coordinate.height]),
+                np.array([coordinate.error]),
+            ),
+        )
+
     def _row(self, node_id: str) -> int:
         return int(self._rows_of([node_id])[0])
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.coordinates import Coordinate
 from indexer.errors import NoContainerError
 from indexer.lifecycle import (
     Event,
@@ -164,6 +165,10 @@ class SharedRegistry:
 
     async def release(self, container_id: str, session_id: str, now: float) -> None:
         self._set_load(container_id, await self.store.release(container_id, session_id))
+
+    async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
+        """Shared through the store's feed: every indexer's fleet learns it from there."""
+        await self.store.set_coordinate(container_id, coordinate)
 
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
         return self.fleet.seat_cost(container_id, width, height, fps) is not None

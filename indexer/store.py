@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from indexer.coordinates import Coordinate
 from indexer.lifecycle import Event, LivenessConfig
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.selection import Choice, Request
@@ -50,6 +51,8 @@ class RegistryStore(Protocol):
 
     async def release(self, container_id: str, session_id: str, now: float) -> None: ...
 
+    async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None: ...
+
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool: ...
 
     def views(self, now: float) -> list[ContainerView]: ...
@@ -82,6 +85,10 @@ class MemoryStore:
 
     async def release(self, container_id: str, session_id: str, now: float) -> None:
         self.registry.release(container_id, session_id, now)
+
+    async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
+        self.registry.get(container_id)  # raises for an unknown container
+        self.registry.fleet.set_coordinate(container_id, coordinate)
 
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
         return self.registry.can_stream(container_id, width, height, fps)

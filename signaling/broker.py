@@ -26,9 +26,13 @@ from indexer.registry import ContainerSpec
 from indexer.selection import Policy, Request
 from indexer.store import RegistryStore
 from signaling import protocol as p
+from signaling.probing import ProbeRounds
 from signaling.session import IllegalTransitionError, Session, SessionStatus
 
 PeerKind = Literal["player", "container"]
+# A claimed seat whose session has not started by then is freed: the page never sent its offer,
+# or the container never answered it. WebRTC needs a few round trips, so 20 s is generous.
+START_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +57,17 @@ def request_of(message: p.Play) -> Request:
 
 class SessionBroker:
     def __init__(
-        self, store: RegistryStore, queue: PlayQueue, new_session_id: Callable[[], str]
+        self,
+        store: RegistryStore,
+        queue: PlayQueue,
+        new_session_id: Callable[[], str],
+        probes: ProbeRounds | None = None,
     ) -> None:
+        """`probes`: place players who can probe (indexer/placement.py) before their claim;
+        None claims for every player without a coordinate (RTT unranked, every bound met)."""
         self.store = store
         self.queue = queue
+        self.probes = probes
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
@@ -70,6 +81,8 @@ class SessionBroker:
             await self.store.register(ContainerSpec.from_register(message), now)
         except IndexerError as exc:
             raise p.ProtocolError("conflict", str(exc)) from None
+        if self.probes is not None:
+            self.probes.placement.join(message.container, message.region, message.probe_url)
         period = round(self.store.liveness.heartbeat_period * 1000)
         out = [Outgoing("container", message.container, p.Registered(message.container, period))]
         return out + await self.serve_queue(now)
@@ -88,6 +101,7 @@ class SessionBroker:
 
     async def container_gone(self, container_id: str, reason: str, now: float) -> list[Outgoing]:
         """The container's connection closed: no more heartbeats, so it is MISSED at once."""
+        self._unprobeable(container_id)
         try:
             freed = await self.store.apply(container_id, Event.HEARTBEAT_MISSED, now)
         except IllegalEventError:  # already MISSED (expired before its socket closed)
@@ -96,9 +110,29 @@ class SessionBroker:
 
     async def expire(self, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for _, freed in await self.store.expire(now):
+        for container_id, freed in await self.store.expire(now):
+            self._unprobeable(container_id)
             out += self.sessions_lost(freed, "the container stopped sending heartbeats")
         return out
+
+    async def stalled(self, now: float) -> list[Outgoing]:
+        """End sessions claimed `START_TIMEOUT` ago that never started, freeing their seats."""
+        out: list[Outgoing] = []
+        late = [
+            s
+            for s in self.sessions.values()
+            if s.status in (SessionStatus.MATCHED, SessionStatus.CONNECTING)
+            and now - s.since >= START_TIMEOUT
+        ]
+        for session in late:
+            reason = f"the session did not start within {START_TIMEOUT:g} s"
+            notify = session.status is SessionStatus.CONNECTING  # the container has the offer
+            out += await self._end(session, reason, now, notify_container=notify)
+        return out
+
+    def _unprobeable(self, container_id: str) -> None:
+        if self.probes is not None:
+            self.probes.placement.pause(container_id)
 
     def sessions_lost(self, session_ids: Iterable[str], reason: str) -> list[Outgoing]:
         """Seats already freed by the store (their container went away): end the sessions
@@ -137,11 +171,46 @@ class SessionBroker:
     # Players -----------------------------------------------------------------------------------
 
     async def play(self, player_id: str, message: p.Play, now: float) -> list[Outgoing]:
-        if player_id in self._by_player or player_id in self.queue:
+        probes = self.probes
+        if (
+            player_id in self._by_player
+            or player_id in self.queue
+            or (probes and player_id in probes)
+        ):
             raise p.ProtocolError(
                 "unexpected", "this player already has a session or a place in the queue"
             )
         request = request_of(message)
+        if message.probe and probes is not None:
+            probe = probes.start(player_id, request, now)
+            if probe is not None:
+                return [Outgoing("player", player_id, probe)]
+        return await self._claim_or_queue(player_id, request, now)
+
+    async def probed(self, player_id: str, message: p.Probed, now: float) -> list[Outgoing]:
+        """A round of the page's probes: the next round, or the claim."""
+        if self.probes is None:
+            raise p.ProtocolError("unexpected", "this indexer asks no player to probe")
+        outcome = self.probes.report(player_id, message)
+        for container_id, coordinate in outcome.moved.items():
+            with contextlib.suppress(IndexerError):  # it left meanwhile
+                await self.store.set_coordinate(container_id, coordinate)
+        if outcome.probe is not None:
+            return [Outgoing("player", player_id, outcome.probe)]
+        assert outcome.request is not None
+        return await self._claim_or_queue(player_id, outcome.request, now)
+
+    async def probes_overdue(self, now: float) -> list[Outgoing]:
+        """Claim for players whose pages did not finish probing in time."""
+        out: list[Outgoing] = []
+        for player_id, request in self.probes.overdue(now) if self.probes else []:
+            try:
+                out += await self._claim_or_queue(player_id, request, now)
+            except p.ProtocolError as exc:
+                out.append(Outgoing("player", player_id, p.Error(exc.code, exc.reason, "play")))
+        return out
+
+    async def _claim_or_queue(self, player_id: str, request: Request, now: float) -> list[Outgoing]:
         try:
             return await self._match(player_id, request, now)
         except NoContainerError as exc:
@@ -193,6 +262,8 @@ class SessionBroker:
         return [Outgoing("container", session.container_id, relay)]
 
     async def player_end(self, player_id: str, reason: str, now: float) -> list[Outgoing]:
+        if self.probes is not None and self.probes.drop(player_id):
+            return [Outgoing("player", player_id, p.Ended("", reason))]
         if player_id in self.queue:
             self.queue.remove(player_id)
             self._told_queued.pop(player_id, None)
@@ -201,14 +272,15 @@ class SessionBroker:
         return await self._end(session, reason, now, notify_container=True)
 
     async def player_gone(self, player_id: str, now: float) -> list[Outgoing]:
-        if player_id not in self._by_player and player_id not in self.queue:
+        probing = self.probes is not None and player_id in self.probes
+        if player_id not in self._by_player and player_id not in self.queue and not probing:
             return []
         return await self.player_end(player_id, "the player disconnected", now)
 
     # Internals ---------------------------------------------------------------------------------
 
     async def _match(self, player_id: str, request: Request, now: float) -> list[Outgoing]:
-        session = Session(self._new_session_id(), player_id, request)
+        session = Session(self._new_session_id(), player_id, request, since=now)
         choice = await self.store.claim(request, session.session_id, now)
         session.container_id = choice.container_id
         session.move(SessionStatus.MATCHED)

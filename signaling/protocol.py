@@ -21,6 +21,10 @@ MAX_GPU_NAME = 96  # NVML_DEVICE_NAME_V2_BUFFER_SIZE and NVML_DEVICE_UUID_V2_BUF
 MAX_MIB = 1 << 24  # 16 TiB: above any one host's RAM or any GPU's memory, in MiB
 MAX_SESSIONS = 64  # concurrent sessions one container may advertise per stream shape
 
+MAX_PROBES = 8  # containers one player measures before a claim
+MAX_PROBE_MS = 10_000.0  # coordinates refuse longer round trips as absurd (Serf's limit)
+MAX_URL = 256
+
 MAX_PRICE = 1000.0  # per minute, in the network's currency unit
 DEFAULT_RTT_BOUND_MS = 80
 POLICIES = ("lowest-cost", "best-experience", "best-overall")
@@ -79,6 +83,26 @@ class Play(Message):
     policy: str = field(default="best-overall", metadata={"max": 16, "choices": POLICIES})
     budget_per_minute: float | None = field(default=None, metadata=_real_reading(MAX_PRICE))
     rtt_bound_ms: int = field(default=DEFAULT_RTT_BOUND_MS, metadata={"low": 1, "high": 5000})
+    # The page can time round trips to containers: the indexer may ask it to (Probe) before
+    # the claim, to place the player among the network's coordinates.
+    probe: bool = field(default=False, metadata={"bool": True})
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSample:
+    """The median of the page's probes to one container, in milliseconds."""
+
+    container: str = field(metadata={"max": 64})
+    rtt_ms: float = field(metadata={"low": 0.0, "high": MAX_PROBE_MS, "real": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Probed(Message):
+    """The page's answer to Probe: one sample per container it reached (others left out)."""
+
+    type = "probed"
+    senders = ("player",)
+    samples: list[ProbeSample] = field(metadata={"record": ProbeSample, "items": MAX_PROBES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +228,9 @@ class Register(Message):
         default=0.0, metadata={"low": 0.0, "high": MAX_PRICE, "real": True}
     )
     uplink_mbps: float = field(default=0.0, metadata={"low": 0.0, "high": 400_000.0, "real": True})
+    # Where players time round trips to this host (an HTTP endpoint answering at once); "":
+    # nowhere, and players cannot place it among the network's coordinates.
+    probe_url: str = field(default="", metadata={"max": MAX_URL, "url": True})
     # The operator's host key (indexer/keys.py) and its signature over this message (all of it
     # but `signature`) and the connection's challenge: a forged or replayed one is refused.
     key_id: str = field(default="", metadata={"max": 64})
@@ -255,6 +282,23 @@ class Challenge(Message):
     type = "challenge"
     senders = ("server",)
     challenge: str = field(metadata={"max": 64})
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    container: str = field(metadata={"max": 64})
+    url: str = field(metadata={"max": MAX_URL, "url": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Probe(Message):
+    """Before the claim: time `count` round trips to each target and report each median
+    (Probed). DESIGN.md step 3: a shortlist measured directly, not every container."""
+
+    type = "probe"
+    senders = ("server",)
+    targets: list[ProbeTarget] = field(metadata={"record": ProbeTarget, "items": MAX_PROBES})
+    count: int = field(default=3, metadata={"low": 1, "high": 16})
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +374,7 @@ MESSAGES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (
         Play,
+        Probed,
         Offer,
         End,
         Register,
@@ -338,6 +383,7 @@ MESSAGES: dict[str, type[Message]] = {
         Playing,
         Matched,
         Challenge,
+        Probe,
         Queued,
         Registered,
         SessionOffer,
@@ -410,6 +456,10 @@ def _check(where: str, value: Any, rules: Any) -> Any:
         if not isinstance(value, dict):
             raise ProtocolError("bad_field", f"{where} must be an object")
         return rules["record"](**_values(rules["record"], value, where, set()))
+    if rules.get("bool"):
+        if not isinstance(value, bool):
+            raise ProtocolError("bad_field", f"{where} must be true or false")
+        return value
     if rules.get("real"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProtocolError("bad_field", f"{where} must be a number")
@@ -430,6 +480,8 @@ def _check(where: str, value: Any, rules: Any) -> Any:
         raise ProtocolError("bad_field", f"{where} must be a string")
     if len(value) > rules["max"]:
         raise ProtocolError("bad_field", f"{where} is longer than {rules['max']} characters")
+    if rules.get("url") and value and not value.startswith(("http://", "https://")):
+        raise ProtocolError("bad_field", f"{where} must be an http:// or https:// URL")
     if "choices" in rules and value not in rules["choices"]:
         raise ProtocolError(
             "bad_field", f"{where}={value!r} is not one of {list(rules['choices'])}"

@@ -27,9 +27,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from indexer import keys
+from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
 from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
+from indexer.placement import Placement
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.redis_store import RedisStore
 from indexer.registry import ContainerRegistry
@@ -38,6 +40,7 @@ from indexer.store import ContainerView, MemoryStore, RegistryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
+from signaling.probing import ProbeRounds
 from signaling.rate_limit import TokenBucket
 from streamer import input_events
 from streamer.capacity import SHAPES
@@ -120,7 +123,9 @@ def _broker(config: ServerConfig, store: RegistryStore) -> SessionBroker:
     def new_session_id() -> str:
         return f"{config.indexer_id}.{uuid.uuid4().hex[:12]}"
 
-    return SessionBroker(store, PlayQueue(config.relaxation, config.queue_limit), new_session_id)
+    probes = ProbeRounds(Placement(VivaldiConfig(), np.random.default_rng()))
+    queue = PlayQueue(config.relaxation, config.queue_limit)
+    return SessionBroker(store, queue, new_session_id, probes)
 
 
 async def _shared_network(app: web.Application) -> AsyncIterator[None]:
@@ -176,7 +181,9 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(period)
             try:
                 now = time.monotonic()
-                await _deliver(app, await broker.expire(now) + await broker.serve_queue(now))
+                out = await broker.expire(now) + await broker.stalled(now)
+                out += await broker.probes_overdue(now)
+                await _deliver(app, out + await broker.serve_queue(now))
             except Exception:  # the sweep must outlive any one bad round
                 log.exception("heartbeat sweep failed; trying again next period")
 
@@ -264,6 +271,8 @@ async def player_socket(request: web.Request) -> web.WebSocketResponse:
             try:
                 if isinstance(message, p.Play):
                     out = await broker.play(player_id, message, time.monotonic())
+                elif isinstance(message, p.Probed):
+                    out = await broker.probed(player_id, message, time.monotonic())
                 elif isinstance(message, p.Offer):
                     out = await broker.offer(player_id, message)
                 else:

@@ -37,6 +37,7 @@ class Session:
     status: SessionStatus = SessionStatus.REQUESTED
     container_id: str | None = None
     answered: bool = False  # the container's answer was relayed (once) while connecting
+    since: float = 0.0  # when the seat was claimed (monotonic seconds)
 
     def move(self, target: SessionStatus) -> None:
         if target not in TRANSITIONS[self.status]:

@@ -16,7 +16,7 @@ from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
 from signaling import protocol as p
-from signaling.broker import Outgoing, SessionBroker
+from signaling.broker import START_TIMEOUT, Outgoing, SessionBroker
 from signaling.session import SessionStatus
 
 REGISTER = p.Register("c1", ["tetris"], ["h264"], 1920, 1080, 60)
@@ -386,3 +386,23 @@ async def test_a_waiting_player_who_leaves_while_their_claim_is_in_flight_frees_
     assert await serving == []
     assert seats(broker) == {}
     assert broker.sessions == {}
+
+
+async def test_a_session_that_never_starts_frees_its_seat() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.stalled(START_TIMEOUT - 0.1) == []
+    reason = f"the session did not start within {START_TIMEOUT:g} s"
+    assert await broker.stalled(START_TIMEOUT) == [
+        Outgoing("player", "p1", p.Ended("s1", reason)),
+        Outgoing("container", "c1", p.End("s1", reason)),
+    ]
+    assert seats(broker) == {}
+    assert availability(broker) is Availability.STANDBY
+    # A session that started is left alone however long it runs.
+    await broker.container_gone("c1", "restarting", 99.0)
+    await broker.register(REGISTER, 100.0)
+    await broker.play("p2", PLAY, 100.0)
+    await broker.offer("p2", OFFER)
+    await broker.answer("c1", p.Answer("s2", "answer-sdp"))
+    await broker.playing("c1", p.Playing("s2"), 101.0)
+    assert await broker.stalled(1000.0) == []

@@ -19,6 +19,8 @@ EXAMPLES: list[p.Message] = [
     p.Register("c2", ["tetris"], ["h264"], 1920, 1080, 60, region="eu-west", price_per_minute=0.02),
     p.Challenge("q6Jx0mX2v1zA8Yl4s9Kc3w"),
     p.Queued(2, "standby", "no container is on standby", 120),
+    p.Probe([p.ProbeTarget("c1", "http://10.0.0.5:9000/probe")], 3),
+    p.Probed([p.ProbeSample("c1", 12.5)]),
     p.Heartbeat(),
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),
@@ -50,7 +52,7 @@ def test_round_trip(message: p.Message, role: Role) -> None:
 def test_golden_json() -> None:
     assert p.Play("tetris").to_json() == (
         '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60,'
-        '"policy":"best-overall","rtt_bound_ms":80}'
+        '"policy":"best-overall","rtt_bound_ms":80,"probe":false}'
     )
     assert p.Heartbeat().to_json() == '{"v":1,"type":"heartbeat"}'
 
@@ -101,7 +103,7 @@ def test_role_enforcement(message_type: str, role: Role) -> None:
         (
             wire("nope"),
             "unknown_type",
-            "a player cannot send 'nope'; expected one of ['end', 'offer', 'play']",
+            "a player cannot send 'nope'; expected one of ['end', 'offer', 'play', 'probed']",
         ),
         ('{"v":1,"type":["play"]}', "unknown_type", "a player cannot send ['play']"),
         (wire("play"), "bad_field", "play needs field 'game'"),

@@ -4,6 +4,7 @@
 import { MESSAGE_TYPES, VERSION } from "/protocol.js";
 import { InputCapture } from "/static/input.js";
 import { MarkerReader, captureAgeMs } from "/static/marker.js";
+import { measureTargets } from "/static/probe.js";
 import { StatsOverlay } from "/static/stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +25,7 @@ const state = {
   marker: null,
   markersRead: 0,
   markersUnreadable: 0,
+  probes: [], // the medians this page measured to containers before its claim
   g2gWindow: [], // glass-to-glass samples since the last overlay refresh
   g2gSamples: [],
   displaySamples: [], // capture -> expected display (vsync) time
@@ -192,6 +194,13 @@ function onSignal(event) {
         statsTimer = setInterval(() => pc && state.overlay.refresh(pc), 1000);
       }
       break;
+    case "probe":
+      setStatus(`measuring the way to ${message.targets.length} containers`);
+      measureTargets(message.targets, message.count).then((samples) => {
+        state.probes.push(...samples);
+        if (ws?.readyState === WebSocket.OPEN) send({ type: "probed", samples });
+      });
+      break;
     case "queued":
       setStatus(`waiting, number ${message.position} in the queue: ${message.reason}`);
       break;
@@ -209,7 +218,7 @@ function onSignal(event) {
 function play() {
   $("play").disabled = true;
   $("end").disabled = false;
-  Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0 });
+  Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0, probes: [] });
   state.inputSent.clear();
   setStatus("finding a container");
   const checked = refreshQualities(); // alongside the connect, so Play waits no longer for it
@@ -218,7 +227,7 @@ function play() {
     await checked;
     socket.onmessage = onSignal;
     socket.onclose = () => pc && teardown("signaling connection closed");
-    if (ws === socket) send({ type: "play", game: "reference", ...qualityChoice() });
+    if (ws === socket) send({ type: "play", game: "reference", probe: true, ...qualityChoice() });
   }, (error) => teardown(error.message));
 }
 
