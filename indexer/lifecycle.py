@@ -208,6 +208,10 @@ def seed_state(admission: Admission, live: bool, maintenance: Maintenance) -> Se
     return _ADMISSION_SHOWN[admission]
 
 
+# Admissions on which a verifier's bot session may seat (`apply_seat(verification=True)`).
+VERIFIABLE = (Admission.READY, Admission.QUALITY_CONTROL)
+
+
 def offered(admission: Admission, liveness: Liveness, maintenance: Maintenance) -> bool:
     """Whether selection may offer the container at all (room for a seat aside): admitted,
     LIVE and unlocked. The deadline is the caller's to check, in its own clock."""
@@ -333,7 +337,7 @@ class ContainerLifecycle:
     def is_candidate(self, now: float, share: float) -> bool:
         """Whether selection may offer this container for a session costing `share` of it:
         admitted, live, and standby (unlocked, with room for one more such seat)."""
-        return self._blocker(now, share) is None
+        return self._blocker(now, share, (Admission.READY,)) is None
 
     def seed_state(self, now: float) -> SeedState:
         """Which of the seed's seven names the container shows. The lock comes first: it is
@@ -380,11 +384,21 @@ class ContainerLifecycle:
             return self.apply(Event.HEARTBEAT_MISSED, now)
         return ()
 
-    def apply_seat(self, event: Event, session_id: str, now: float, share: float = 1.0) -> None:
+    def apply_seat(
+        self,
+        event: Event,
+        session_id: str,
+        now: float,
+        share: float = 1.0,
+        *,
+        verification: bool = False,
+    ) -> None:
         """Apply a seat event to `session_id`'s seat. A claim takes `share` of the container
         (1.0, the default, for a container that advertised no capacity: one session at a
         time) and is refused unless the container is a candidate for it at `now`: the check
-        and the booking happen in this one call, so a claim is atomic on its event loop."""
+        and the booking happen in this one call, so a claim is atomic on its event loop.
+        A `verification` claim (a verifier's bot session) also seats on a container in
+        quality control: playing is how it proves itself again."""
         if event in _CONTAINER_PART:
             raise ValueError(f"{event.value} moves the container: use apply")
         current = self.seat(session_id)
@@ -396,7 +410,7 @@ class ContainerLifecycle:
         if event is Event.CLAIMED:
             if not 0 < share <= 1:
                 raise ValueError(f"a seat takes a share in (0, 1] of its container, not {share}")
-            blocker = self._blocker(now, share)
+            blocker = self._blocker(now, share, VERIFIABLE if verification else (Admission.READY,))
             if blocker is not None:
                 raise self._illegal(event, f" for session {session_id!r}: {blocker}")
             self._seats[session_id] = _Seat(target, share)
@@ -408,9 +422,9 @@ class ContainerLifecycle:
     def _overdue(self, now: float) -> bool:
         return now - self._last_heartbeat > self.config.timeout
 
-    def _blocker(self, now: float, share: float) -> str | None:
+    def _blocker(self, now: float, share: float, admitted: tuple[Admission, ...]) -> str | None:
         """Why the container is not a candidate for `share`, or None when it is."""
-        if self._admission is not Admission.READY:
+        if self._admission not in admitted:
             return f"it is not admitted ({self._admission.value})"
         if not self.is_live(now):
             return f"its heartbeats stopped (last at {self._last_heartbeat:g}, now {now:g})"

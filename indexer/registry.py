@@ -16,11 +16,12 @@ Pure: time comes in as `now`, randomness as an injected generator.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.errors import IndexerError
+from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
     ContainerLifecycle,
     Event,
@@ -213,6 +214,22 @@ class ContainerRegistry:
         record.lifecycle.apply_seat(Event.CLAIMED, session_id, now, choice.share)
         self.fleet.set_load(choice.container_id, record.lifecycle.load)
         return choice
+
+    def claim_on(self, container_id: str, request: Request, session_id: str, now: float) -> Choice:
+        """Seat a verifier's bot session on the container it must judge, whatever the
+        ranking says; refused (IllegalEventError, with the reason) when that container cannot
+        take it now, NoContainerError when it cannot stream the request's shape at all."""
+        record = self.get(container_id)
+        share = self.fleet.seat_cost(container_id, request.width, request.height, request.fps)
+        if share is None or request.build not in record.spec.games:
+            raise NoContainerError(
+                f"container {container_id!r} cannot stream {request.build!r} at "
+                f"{request.width}x{request.height}@{request.fps}",
+                filter="resources",
+            )
+        record.lifecycle.apply_seat(Event.CLAIMED, session_id, now, share, verification=True)
+        self.fleet.set_load(container_id, record.lifecycle.load)
+        return Choice(container_id, share, math.nan, 0.0)
 
     def start(self, container_id: str, session_id: str, now: float) -> None:
         record = self.get(container_id)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from indexer.coordinates import Coordinate
-from indexer.errors import NoContainerError
+from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
     Event,
     IllegalEventError,
@@ -166,6 +166,19 @@ class SharedRegistry:
     async def release(self, container_id: str, session_id: str, now: float) -> None:
         self._set_load(container_id, await self.store.release(container_id, session_id))
 
+    async def claim_on(
+        self, container_id: str, request: Request, session_id: str, now: float
+    ) -> Choice:
+        """Not yet: the claim script seats only candidates chosen by selection."""
+        raise IndexerError(
+            "verification sessions on a chosen container need the in-memory store in this "
+            "release; run verifiers against an indexer without --redis"
+        )
+
+    async def set_quality(self, container_id: str, qos: float, penalty: float) -> None:
+        """Shared through the store's feed, like every other change."""
+        await self.store.set_quality(container_id, qos, penalty)
+
     async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
         """Shared through the store's feed: every indexer's fleet learns it from there."""
         await self.store.set_coordinate(container_id, coordinate)
@@ -186,6 +199,8 @@ class SharedRegistry:
                     state=seed_state(
                         state.admission, state.liveness is Liveness.LIVE, state.maintenance
                     ).value,
+                    admission=state.admission,
+                    live=state.liveness is Liveness.LIVE,
                     availability=availability(state.maintenance, state.seats.values()).value,
                     load=state.load,
                     sessions=tuple(sorted(state.seats)),

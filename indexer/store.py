@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from indexer.coordinates import Coordinate
-from indexer.lifecycle import Event, LivenessConfig
+from indexer.lifecycle import Admission, Event, LivenessConfig
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.selection import Choice, Request
 from signaling.protocol import Telemetry
@@ -24,6 +24,8 @@ class ContainerView:
 
     spec: ContainerSpec
     state: str  # the seed's name for it (lifecycle.SeedState)
+    admission: Admission
+    live: bool
     availability: str
     load: float
     sessions: tuple[str, ...]
@@ -46,6 +48,12 @@ class RegistryStore(Protocol):
     async def apply(self, container_id: str, event: Event, now: float) -> tuple[str, ...]: ...
 
     async def claim(self, request: Request, session_id: str, now: float) -> Choice: ...
+
+    async def claim_on(
+        self, container_id: str, request: Request, session_id: str, now: float
+    ) -> Choice: ...
+
+    async def set_quality(self, container_id: str, qos: float, penalty: float) -> None: ...
 
     async def start(self, container_id: str, session_id: str, now: float) -> None: ...
 
@@ -80,6 +88,15 @@ class MemoryStore:
     async def claim(self, request: Request, session_id: str, now: float) -> Choice:
         return self.registry.claim(request, session_id, now)
 
+    async def claim_on(
+        self, container_id: str, request: Request, session_id: str, now: float
+    ) -> Choice:
+        return self.registry.claim_on(container_id, request, session_id, now)
+
+    async def set_quality(self, container_id: str, qos: float, penalty: float) -> None:
+        self.registry.get(container_id)
+        self.registry.fleet.set_quality(container_id, qos, penalty)
+
     async def start(self, container_id: str, session_id: str, now: float) -> None:
         self.registry.start(container_id, session_id, now)
 
@@ -101,6 +118,8 @@ class MemoryStore:
                 ContainerView(
                     spec=record.spec,
                     state=lifecycle.seed_state(now).value,
+                    admission=lifecycle.admission,
+                    live=lifecycle.is_live(now),
                     availability=lifecycle.availability.value,
                     load=lifecycle.load,
                     sessions=tuple(sorted(lifecycle.seats)),

@@ -62,12 +62,15 @@ class SessionBroker:
         queue: PlayQueue,
         new_session_id: Callable[[], str],
         probes: ProbeRounds | None = None,
+        tickets: Callable[[str], str | None] | None = None,
     ) -> None:
         """`probes`: place players who can probe (indexer/placement.py) before their claim;
-        None claims for every player without a coordinate (RTT unranked, every bound met)."""
+        None claims for every player without a coordinate (RTT unranked, every bound met).
+        `tickets`: the container a verifier's bot-session ticket seats it on, if valid."""
         self.store = store
         self.queue = queue
         self.probes = probes
+        self._tickets = tickets
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
@@ -181,6 +184,8 @@ class SessionBroker:
                 "unexpected", "this player already has a session or a place in the queue"
             )
         request = request_of(message)
+        if message.ticket:
+            return await self._verification_session(player_id, message.ticket, request, now)
         if message.probe and probes is not None:
             probe = probes.start(player_id, request, now)
             if probe is not None:
@@ -209,6 +214,20 @@ class SessionBroker:
             except p.ProtocolError as exc:
                 out.append(Outgoing("player", player_id, p.Error(exc.code, exc.reason, "play")))
         return out
+
+    async def _verification_session(
+        self, player_id: str, ticket: str, request: Request, now: float
+    ) -> list[Outgoing]:
+        """A verifier's bot session, on the container its open check names; never queued."""
+        container_id = self._tickets(ticket) if self._tickets is not None else None
+        if container_id is None:
+            raise p.ProtocolError("forbidden", "this ticket opens no verification session")
+        session = Session(self._new_session_id(), player_id, request, since=now)
+        try:
+            await self.store.claim_on(container_id, request, session.session_id, now)
+        except IndexerError as exc:  # not live, full, locked, or cannot stream it
+            raise p.ProtocolError("unavailable", str(exc)) from None
+        return self._seated(session, container_id)
 
     async def _claim_or_queue(self, player_id: str, request: Request, now: float) -> list[Outgoing]:
         try:
@@ -282,11 +301,15 @@ class SessionBroker:
     async def _match(self, player_id: str, request: Request, now: float) -> list[Outgoing]:
         session = Session(self._new_session_id(), player_id, request, since=now)
         choice = await self.store.claim(request, session.session_id, now)
-        session.container_id = choice.container_id
+        return self._seated(session, choice.container_id)
+
+    def _seated(self, session: Session, container_id: str) -> list[Outgoing]:
+        session.container_id = container_id
         session.move(SessionStatus.MATCHED)
         self.sessions[session.session_id] = session
-        self._by_player[player_id] = session.session_id
-        return [Outgoing("player", player_id, p.Matched(session.session_id, choice.container_id))]
+        self._by_player[session.player_id] = session.session_id
+        matched = p.Matched(session.session_id, container_id)
+        return [Outgoing("player", session.player_id, matched)]
 
     def _tell_queued(
         self, player_id: str, refusal: NoContainerError, request: Request

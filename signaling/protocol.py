@@ -29,7 +29,8 @@ MAX_PRICE = 1000.0  # per minute, in the network's currency unit
 DEFAULT_RTT_BOUND_MS = 80
 POLICIES = ("lowest-cost", "best-experience", "best-overall")
 
-Role = Literal["player", "container", "server"]
+Role = Literal["player", "container", "server", "verifier"]
+CHECKS = ("registration", "bot")  # the checks a verifier is assigned (verifier/verdict.py)
 
 
 class ProtocolError(ValueError):
@@ -86,6 +87,9 @@ class Play(Message):
     # The page can time round trips to containers: the indexer may ask it to (Probe) before
     # the claim, to place the player among the network's coordinates.
     probe: bool = field(default=False, metadata={"bool": True})
+    # A verifier's bot session: the ticket of its assignment seats it on the container under
+    # check, past the ranking (verifier/coordinator.py). "": an ordinary player.
+    ticket: str = field(default="", metadata={"max": 64})
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +268,51 @@ class Playing(Message):
     session: str = field(metadata={"max": MAX_TEXT})
 
 
+# Verifier -> server ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enlist(Message):
+    """A verifier offers itself for duty with its stake (verifier/rotation.py weighs it)."""
+
+    type = "enlist"
+    senders = ("verifier",)
+    verifier: str = field(metadata={"max": 64})
+    stake: int = field(metadata={"low": 1, "high": 10**15})
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRecord:
+    """One verifier/verdict.py Finding on the wire; numbers travel as their decimal text."""
+
+    name: str = field(metadata={"max": 32})
+    passed: bool = field(metadata={"bool": True})
+    claimed: str = field(default="", metadata={"max": MAX_TEXT})
+    measured: str = field(default="", metadata={"max": MAX_TEXT})
+    detail: str = field(default="", metadata={"max": 512})
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str = field(metadata={"max": 32})
+    value: float = field(metadata={"low": -1e12, "high": 1e12, "real": True})
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictReport(Message):
+    """A committee member's verdict on the check it was assigned."""
+
+    type = "verdict"
+    senders = ("verifier",)
+    check: str = field(metadata={"max": 32})
+    container: str = field(metadata={"max": 64})
+    kind: str = field(metadata={"max": 16, "choices": CHECKS})
+    findings: list[FindingRecord] = field(metadata={"record": FindingRecord, "items": MAX_LIST})
+    metrics: list[Metric] = field(
+        default_factory=list, metadata={"record": Metric, "items": MAX_LIST}
+    )
+
+
 # Server -> player / container ------------------------------------------------------------------
 
 
@@ -299,6 +348,35 @@ class Probe(Message):
     senders = ("server",)
     targets: list[ProbeTarget] = field(metadata={"record": ProbeTarget, "items": MAX_PROBES})
     count: int = field(default=3, metadata={"low": 1, "high": 16})
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment(Message):
+    """Server -> verifier: judge this check of this container before `deadline_ms` passes
+    (milliseconds from now). A bot check names the stream to ask for and the ticket to ask
+    with (Play.ticket)."""
+
+    type = "assignment"
+    senders = ("server",)
+    check: str = field(metadata={"max": 32})
+    container: str = field(metadata={"max": 64})
+    kind: str = field(metadata={"max": 16, "choices": CHECKS})
+    deadline_ms: int = field(metadata={"low": 1, "high": 86_400_000})
+    ticket: str = field(default="", metadata={"max": 64})
+    game: str = field(default="", metadata={"max": 64})
+    width: int = field(default=1280, metadata={"low": 320, "high": 3840, "even": True})
+    height: int = field(default=720, metadata={"low": 180, "high": 2160, "even": True})
+    fps: int = field(default=60, metadata={"low": 1, "high": 240})
+
+
+@dataclass(frozen=True, slots=True)
+class Enlisted(Message):
+    """Server -> verifier: on the roster; drawn for duty from the next epoch on."""
+
+    type = "enlisted"
+    senders = ("server",)
+    verifier: str = field(metadata={"max": 64})
+    epoch_seconds: float = field(metadata={"low": 0.001, "high": 1e7, "real": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +459,11 @@ MESSAGES: dict[str, type[Message]] = {
         Heartbeat,
         Answer,
         Playing,
+        Enlist,
+        VerdictReport,
         Matched,
+        Assignment,
+        Enlisted,
         Challenge,
         Probe,
         Queued,

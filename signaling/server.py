@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 import uuid
 import weakref
@@ -42,8 +43,10 @@ from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
 from signaling.probing import ProbeRounds
 from signaling.rate_limit import TokenBucket
+from signaling.verification import VerificationDesk
 from streamer import input_events
 from streamer.capacity import SHAPES
+from verifier.coordinator import Coordinator, VerificationConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,10 @@ class ServerConfig:
     redis_url: str | None = None
     redis_prefix: str = "gamecast"
     indexer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Verification (verifier/coordinator.py): rotation, committees, scores. The genesis seeds
+    # every epoch's draw and is published at /api/verifiers so anyone can recompute them.
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    genesis: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
 BROKER = web.AppKey("broker", SessionBroker)
@@ -83,21 +90,24 @@ KEYS = web.AppKey("keys", KeyStore)
 KEY_OF = web.AppKey("key_of", dict)  # container id -> the host key that first registered it
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", SignalBus)
+DESK = web.AppKey("desk", VerificationDesk)
+STARTED = web.AppKey("started", float)  # Unix seconds: the rotation's genesis time
 
 
 def create_app(config: ServerConfig | None = None) -> web.Application:
     config = config or ServerConfig()
     app = web.Application()
+    app[CONFIG] = config
+    app[STARTED] = time.time()
     if config.redis_url is None:
         liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
         registry = ContainerRegistry(
             liveness, np.random.default_rng(), admit_on_register=config.admit_on_register
         )
-        app[BROKER] = _broker(config, MemoryStore(registry))
+        _join(app, MemoryStore(registry))
     else:
         app.cleanup_ctx.append(_shared_network)
     app[PEERS] = {}
-    app[CONFIG] = config
     app[COUNTERS] = {"errors": 0}
     app[SOCKETS] = weakref.WeakSet()
     app[KEY_OF] = {}
@@ -108,6 +118,8 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
+    app.router.add_get("/ws/verifier", verifier_socket)
+    app.router.add_get("/api/verifiers", list_verifiers)
     app.router.add_get("/api/containers", list_containers)
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/indexers", list_indexers)
@@ -118,14 +130,20 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     return app
 
 
-def _broker(config: ServerConfig, store: RegistryStore) -> SessionBroker:
+def _join(app: web.Application, store: RegistryStore) -> None:
+    """The broker and the verification desk over one registry store."""
+    config = app[CONFIG]
+
     # Session ids start with this indexer's id: another indexer knows whom to forward to.
     def new_session_id() -> str:
         return f"{config.indexer_id}.{uuid.uuid4().hex[:12]}"
 
-    probes = ProbeRounds(Placement(VivaldiConfig(), np.random.default_rng()))
+    rng = np.random.default_rng()
+    coordinator = Coordinator(config.verification, config.genesis, app[STARTED], rng)
+    desk = app[DESK] = VerificationDesk(coordinator, store)
+    probes = ProbeRounds(Placement(VivaldiConfig(), rng))
     queue = PlayQueue(config.relaxation, config.queue_limit)
-    return SessionBroker(store, queue, new_session_id, probes)
+    app[BROKER] = SessionBroker(store, queue, new_session_id, probes, desk.ticket)
 
 
 async def _shared_network(app: web.Application) -> AsyncIterator[None]:
@@ -146,7 +164,7 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
         on_sessions_lost,
         admit_on_register=config.admit_on_register,
     )
-    app[BROKER] = _broker(config, shared)
+    _join(app, shared)
     app[REDIS] = client
 
     async def deliver_local(kind: str, peer_id: str, text: str) -> None:
@@ -183,6 +201,10 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
                 now = time.monotonic()
                 out = await broker.expire(now) + await broker.stalled(now)
                 out += await broker.probes_overdue(now)
+                assignments, demoted = await app[DESK].sweep(time.time(), now)
+                out += broker.sessions_lost(demoted, "a verifier demoted the container")
+                for verifier_id, assignment in assignments:
+                    await _send(app[PEERS].get(("verifier", verifier_id)), assignment)
                 await _deliver(app, out + await broker.serve_queue(now))
             except Exception:  # the sweep must outlive any one bad round
                 log.exception("heartbeat sweep failed; trying again next period")
@@ -334,6 +356,7 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
             del app[PEERS][("container", container_id)]
             if bus is not None:
                 await bus.leave("container", container_id)
+            app[DESK].container_gone(container_id)
             try:
                 gone = await broker.container_gone(
                     container_id, "the container disconnected", time.monotonic()
@@ -342,6 +365,41 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
                 log.warning("container %s disconnected; store says: %s", container_id, exc)
             else:
                 await _deliver(app, gone)
+    return ws
+
+
+async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
+    """A verifier: enlists, receives assignments, reports verdicts (signaling/verification.py)."""
+    app = request.app
+    ws = await _open_socket(request)
+    desk, broker = app[DESK], app[BROKER]
+    verifier_id: str | None = None
+    try:
+        async for message, _ in _messages(app, ws, "verifier"):
+            try:
+                if isinstance(message, p.Enlist):
+                    if verifier_id not in (None, message.verifier):
+                        raise p.ProtocolError("unexpected", f"already enlisted as {verifier_id!r}")
+                    await _send(ws, desk.enlist(message))
+                    verifier_id = message.verifier
+                    app[PEERS][("verifier", verifier_id)] = ws
+                    log.info("verifier %s enlisted (stake %d)", verifier_id, message.stake)
+                elif verifier_id is None:
+                    raise p.ProtocolError("unexpected", "enlist first")
+                else:
+                    assert isinstance(message, p.VerdictReport)
+                    now = time.monotonic()
+                    ended = await desk.verdict(verifier_id, message, time.time(), now)
+                    await _deliver(
+                        app, broker.sessions_lost(ended, "a verifier demoted the container")
+                    )
+            except p.ProtocolError as exc:
+                await _reply_error(app, ws, exc.code, exc.reason, message.type)
+            except IndexerError as exc:
+                await _reply_error(app, ws, "unavailable", str(exc), message.type)
+    finally:
+        if verifier_id is not None and app[PEERS].get(("verifier", verifier_id)) is ws:
+            del app[PEERS][("verifier", verifier_id)]
     return ws
 
 
@@ -482,6 +540,28 @@ async def list_indexers(request: web.Request) -> web.Response:
     bases = request.app[CONFIG].indexers or (f"{request.scheme}://{request.host}",)
     urls = [base.replace("http", "ws", 1).rstrip("/") + "/ws/player" for base in bases]
     return web.json_response({"indexers": urls})
+
+
+async def list_verifiers(request: web.Request) -> web.Response:
+    """Everything needed to recompute the rotation and audit the verifiers: the genesis and
+    its time, the roster's stakes, each verifier's record, and the latest decisions."""
+    app = request.app
+    coordinator = app[DESK].coordinator
+    duty = coordinator.duty(time.time())
+    body = {
+        "genesis": app[CONFIG].genesis.hex(),
+        "genesis_at": app[STARTED],
+        "epoch_seconds": coordinator.config.rotation.epoch_seconds,
+        "epoch": None if duty is None else duty.epoch,
+        "on_duty": [] if duty is None else list(duty.on_duty),
+        "roster": [
+            {"verifier": v.verifier_id, "stake": v.stake, "last_on_duty": v.last_on_duty}
+            for v in coordinator.roster.verifiers
+        ],
+        "records": coordinator.ledger.to_dict(),
+        "decisions": [d.to_dict() for d in reversed(coordinator.decisions)],
+    }
+    return web.json_response(body)
 
 
 async def list_sessions(request: web.Request) -> web.Response:

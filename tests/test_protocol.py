@@ -21,6 +21,16 @@ EXAMPLES: list[p.Message] = [
     p.Queued(2, "standby", "no container is on standby", 120),
     p.Probe([p.ProbeTarget("c1", "http://10.0.0.5:9000/probe")], 3),
     p.Probed([p.ProbeSample("c1", 12.5)]),
+    p.Enlist("v1", 100),
+    p.Enlisted("v1", 900.0),
+    p.Assignment("a1b2", "c1", "bot", 60000, ticket="t0k3n", game="reference"),
+    p.VerdictReport(
+        "a1b2",
+        "c1",
+        "bot",
+        [p.FindingRecord("fps", False, "60", "30.2", "30.2 fps, asked 60")],
+        [p.Metric("fps", 30.2)],
+    ),
     p.Heartbeat(),
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),
@@ -52,7 +62,7 @@ def test_round_trip(message: p.Message, role: Role) -> None:
 def test_golden_json() -> None:
     assert p.Play("tetris").to_json() == (
         '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60,'
-        '"policy":"best-overall","rtt_bound_ms":80,"probe":false}'
+        '"policy":"best-overall","rtt_bound_ms":80,"probe":false,"ticket":""}'
     )
     assert p.Heartbeat().to_json() == '{"v":1,"type":"heartbeat"}'
 

@@ -1,0 +1,170 @@
+"""The indexer's verification desk: between the coordinator's decisions and the sockets.
+
+It turns the registry's live containers into due checks (verifier/coordinator.py), checks into
+assignments for each committee member, verdict reports into verdicts, and decisions into what
+the registry must do: a lifecycle event (admitted, re-inspection, quality control, suspended)
+and the QoS and penalty selection ranks by. Sessions a demotion ends are returned for the
+broker to close.
+
+Two clocks: the registry counts in the server's monotonic seconds (`mono`), rotation and
+verdicts in public Unix seconds (`now`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+
+from indexer.errors import IndexerError
+from indexer.lifecycle import IllegalEventError
+from indexer.registry import ContainerSpec
+from indexer.store import RegistryStore
+from signaling import protocol as p
+from verifier.consensus import ConsensusError, Decision
+from verifier.coordinator import Coordinator, Task
+from verifier.verdict import Check, Finding, Verdict
+
+log = logging.getLogger(__name__)
+
+BOT_STREAM = (1280, 720, 60)  # what a bot session asks for, within what the container offers
+
+
+def bot_stream(spec: ContainerSpec) -> tuple[str, int, int, int]:
+    """The game and stream shape a bot session asks a container for: the reference game when
+    it hosts it, at 720p60 or the most the container advertises below that."""
+    game = "reference" if "reference" in spec.games else min(spec.games, default="reference")
+    width, height, fps = BOT_STREAM
+    return game, min(width, spec.max_width), min(height, spec.max_height), min(fps, spec.max_fps)
+
+
+def verdict_of(verifier_id: str, message: p.VerdictReport, now: float) -> Verdict:
+    """A report as the verdict it states; numbers sent as text become numbers again."""
+    findings = tuple(
+        Finding(f.name, f.passed, _value(f.claimed), _value(f.measured), f.detail)
+        for f in message.findings
+    )
+    metrics = {m.name: m.value for m in message.metrics}
+    return Verdict(message.container, verifier_id, Check(message.kind), now, findings, metrics)
+
+
+def report_of(verdict: Verdict, check_id: str) -> p.VerdictReport:
+    """The wire form of a verdict (the verifier's side of `verdict_of`)."""
+    return p.VerdictReport(
+        check_id,
+        verdict.container_id,
+        verdict.check.value,
+        [
+            p.FindingRecord(
+                f.name[:32], f.passed, _text(f.claimed), _text(f.measured), f.detail[:512]
+            )
+            for f in verdict.findings
+        ],
+        [
+            p.Metric(name[:32], value)
+            for name, value in verdict.metrics.items()
+            if math.isfinite(value)
+        ],
+    )
+
+
+def _value(text: str) -> str | float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _text(value: str | float | None) -> str:
+    return "" if value is None else str(value)[: p.MAX_TEXT]
+
+
+class VerificationDesk:
+    def __init__(self, coordinator: Coordinator, store: RegistryStore) -> None:
+        self.coordinator = coordinator
+        self.store = store
+
+    def enlist(self, message: p.Enlist) -> p.Enlisted:
+        try:
+            self.coordinator.enlist(message.verifier, message.stake)
+        except ValueError as exc:  # RotationError: a stake it cannot take
+            raise p.ProtocolError("bad_field", str(exc)) from None
+        return p.Enlisted(message.verifier, self.coordinator.config.rotation.epoch_seconds)
+
+    async def sweep(
+        self, now: float, mono: float
+    ) -> tuple[list[tuple[str, p.Assignment]], list[str]]:
+        """Start the checks now due; decide rounds past their deadline. Returns the
+        assignments to send (verifier id, message) and the sessions demotions ended."""
+        ended: list[str] = []
+        for decision in self.coordinator.overdue(now):
+            ended += await self._apply(decision, mono)
+        views = {v.spec.container_id: v for v in self.store.views(mono) if v.live}
+        tasks = self.coordinator.due(((c, v.admission) for c, v in views.items()), now)
+        out = []
+        for task in tasks:
+            assignment = self._assignment(task, views[task.container_id].spec, now)
+            out += [(member, assignment) for member in task.committee]
+        return out, ended
+
+    async def verdict(
+        self, verifier_id: str, message: p.VerdictReport, now: float, mono: float
+    ) -> list[str]:
+        """A member's verdict; returns the sessions a resulting demotion ended."""
+        try:
+            verdict = verdict_of(verifier_id, message, now)
+            decision = self.coordinator.report(message.check, verdict, now)
+        except ConsensusError as exc:
+            raise p.ProtocolError("unexpected", str(exc)) from None
+        return [] if decision is None else await self._apply(decision, mono)
+
+    def ticket(self, ticket: str) -> str | None:
+        """The container a verifier's bot-session ticket seats it on, if the check is open."""
+        task = self.coordinator.ticket_for(ticket)
+        return None if task is None else task.container_id
+
+    def container_gone(self, container_id: str) -> None:
+        self.coordinator.forget(container_id)
+
+    async def _apply(self, decision: Decision, mono: float) -> list[str]:
+        cid = decision.container_id
+        views = {v.spec.container_id: v for v in self.store.views(mono)}
+        if cid not in views:
+            return []
+        judgement = self.coordinator.judge(decision, views[cid].admission)
+        ended: tuple[str, ...] = ()
+        log.info(
+            "container %s: %s check %s, quality %s, event %s%s",
+            cid,
+            decision.check.value,
+            decision.outcome.value,
+            judgement.quality,
+            judgement.event and judgement.event.value,
+            f" ({judgement.reason})" if judgement.reason else "",
+        )
+        with contextlib.suppress(IndexerError):  # it left, or its state moved meanwhile
+            await self.store.set_quality(cid, judgement.qos, judgement.penalty)
+            if judgement.event is not None:
+                try:
+                    ended = await self.store.apply(cid, judgement.event, mono)
+                except IllegalEventError as exc:
+                    log.warning("container %s: judgement not applied: %s", cid, exc)
+        return list(ended)
+
+    def _assignment(self, task: Task, spec: ContainerSpec, now: float) -> p.Assignment:
+        game, width, height, fps = bot_stream(spec)
+        deadline_ms = max(1, round((task.deadline - now) * 1000))
+        bot = task.check is Check.BOT
+        return p.Assignment(
+            task.check_id,
+            task.container_id,
+            task.check.value,
+            deadline_ms,
+            ticket=task.ticket if bot else "",
+            game=game,
+            width=width,
+            height=height,
+            fps=fps,
+        )

@@ -1,0 +1,107 @@
+"""The indexer's verification coordinator: checks due, committees, decisions, judgements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.lifecycle import Admission, Event
+from verifier.consensus import ConsensusError, Outcome
+from verifier.coordinator import Coordinator, VerificationConfig
+from verifier.rotation import Roster, RotationConfig, epoch_seed, next_seed
+from verifier.verdict import Check, Finding, Verdict
+
+GENESIS = b"test-network"
+CONFIG = VerificationConfig(
+    rotation=RotationConfig(duty_size=3, committee_size=3, epoch_seconds=60.0),
+    round_seconds=30.0,
+    spot_interval=100.0,
+)
+
+
+def coordinator(verifiers: int = 3) -> Coordinator:
+    coord = Coordinator(CONFIG, GENESIS, genesis_at=1000.0, rng=np.random.default_rng(0))
+    for i in range(verifiers):
+        coord.enlist(f"v{i}", 10)
+    return coord
+
+
+def verdict(verifier: str, passed: bool, check: Check = Check.REGISTRATION) -> Verdict:
+    finding = Finding(
+        "gpu_model", passed, "H100", "H100" if passed else "none", "" if passed else "no GPU"
+    )
+    return Verdict("c1", verifier, check, 1001.0, (finding,))
+
+
+def test_a_container_awaiting_inspection_gets_one_registration_check_from_a_committee() -> None:
+    coord = coordinator()
+    (task,) = coord.due(
+        [("c1", Admission.AWAITING_INSPECTION), ("c2", Admission.SUSPENDED)], 1000.0
+    )
+    assert task.check is Check.REGISTRATION and task.container_id == "c1"
+    assert sorted(task.committee) == ["v0", "v1", "v2"]
+    assert task.deadline == 1030.0
+    assert coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.5) == []  # one open check
+
+
+def test_no_checks_until_a_committee_can_be_formed() -> None:
+    coord = coordinator(verifiers=2)
+    assert coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.0) == []
+    coord.enlist("v2", 10)  # drawn from the next epoch on? no: epoch 0 was never drawn
+    assert len(coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.0)) == 1
+
+
+def test_a_lying_verifier_is_outvoted_and_recorded_then_the_bot_check_follows() -> None:
+    coord = coordinator()
+    (task,) = coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.0)
+    liar, *honest = task.committee
+    assert coord.report(task.check_id, verdict(honest[0], True), 1001.0) is None
+    assert coord.report(task.check_id, verdict(liar, False), 1001.0) is None
+    decision = coord.report(task.check_id, verdict(honest[1], True), 1002.0)
+    assert decision is not None and decision.outcome is Outcome.PASSED
+    assert [v.verifier_id for v in decision.dissent] == [liar]
+    judgement = coord.judge(decision, Admission.AWAITING_INSPECTION)
+    assert judgement.event is Event.INSPECTION_PASSED
+    assert coord.ledger.of(liar).dissented == 1 and coord.ledger.of(honest[0]).agreed == 1
+    with pytest.raises(ConsensusError, match="is not open"):
+        coord.report(task.check_id, verdict(liar, True), 1003.0)
+    # Admitted: its first bot session is due at once, with a ticket that seats the bot there.
+    (bot,) = coord.due([("c1", Admission.READY)], 1002.0)
+    assert bot.check is Check.BOT and coord.ticket_for(bot.ticket) == bot
+    assert coord.ticket_for("forged") is None
+
+
+def test_a_round_past_its_deadline_is_decided_by_those_who_answered() -> None:
+    coord = coordinator()
+    (task,) = coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.0)
+    coord.report(task.check_id, verdict(task.committee[0], False), 1001.0)
+    coord.report(task.check_id, verdict(task.committee[1], False), 1001.0)
+    assert coord.overdue(1029.0) == []
+    (decision,) = coord.overdue(1030.0)
+    assert decision.outcome is Outcome.FAILED and decision.absent == (task.committee[2],)
+    assert coord.judge(decision, Admission.AWAITING_INSPECTION).event is Event.INSPECTION_FAILED
+
+
+def test_draws_follow_every_epoch_so_anyone_can_recompute_them() -> None:
+    coord = coordinator(verifiers=5)
+    coord.enlist("v0", 50)
+    later = coord.duty(1000.0 + 3 * 60.0 + 1)  # epoch 3, nobody asked for 0-2
+    assert later is not None and later.epoch == 3
+    replay = Roster(CONFIG.rotation)
+    for i in range(5):
+        replay.register(f"v{i}", 50 if i == 0 else 10)
+    seed = epoch_seed(GENESIS, 0)
+    duty = replay.draw(seed)
+    for epoch in range(1, 4):
+        seed = next_seed(seed, epoch)
+        duty = replay.draw(seed)
+    assert duty == later
+
+
+def test_a_forgotten_container_has_no_open_check() -> None:
+    coord = coordinator()
+    (task,) = coord.due([("c1", Admission.AWAITING_INSPECTION)], 1000.0)
+    coord.forget("c1")
+    with pytest.raises(ConsensusError):
+        coord.report(task.check_id, verdict(task.committee[0], True), 1001.0)
+    assert len(coord.due([("c1", Admission.AWAITING_INSPECTION)], 1001.0)) == 1

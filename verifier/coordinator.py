@@ -1,0 +1,193 @@
+"""The indexer's side of verification: which checks are due, who judges them, what decisions do.
+
+One inspection cycle per container: a REGISTRATION check while it awaits inspection (or needs
+re-inspection), then, as soon as it is admitted, a BOT session (the verifier plays it and reads
+the markers), then bot sessions at random times (exponential gaps, mean `spot_interval`) for
+as long as it is ready or in quality control: random so that a container cannot behave only
+when it expects to be watched. Each check is judged by a committee drawn from the epoch's
+on-duty verifiers (verifier/rotation.py), decided by majority (verifier/consensus.py) and
+scored (verifier/scores.py); the edge applies the judgement (a lifecycle event, the QoS and
+penalty selection ranks by).
+
+A bot check carries a `ticket`, a random secret the committee's verifiers present when they
+ask for their session: the only way to be seated on one chosen container, past the ranking.
+
+Pure: `now` is Unix seconds (epochs are public wall-clock times). Spot-check gaps come from the
+injected generator; check ids and tickets from the OS (a ticket must not be guessable).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.lifecycle import Admission
+from verifier.consensus import ConsensusError, Decision, Ledger, Round
+from verifier.rotation import (
+    Duty,
+    Roster,
+    RotationConfig,
+    RotationError,
+    epoch_at,
+    epoch_seed,
+    next_seed,
+)
+from verifier.scores import Judgement, Scoreboard, ScoreConfig
+from verifier.verdict import Check, Verdict
+
+_INSPECTED = (Admission.AWAITING_INSPECTION, Admission.NEEDS_REINSPECTION)
+_WATCHED = (Admission.READY, Admission.QUALITY_CONTROL)
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationConfig:
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
+    round_seconds: float = 60.0  # a committee member that has not answered by then is absent
+    spot_interval: float = 600.0  # mean seconds between bot sessions on an admitted container
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One check to run: sent to each committee member."""
+
+    check_id: str
+    container_id: str
+    check: Check
+    committee: tuple[str, ...]
+    deadline: float
+    ticket: str  # for bot sessions: what the verifier shows to be seated on the container
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: VerificationConfig,
+        genesis: bytes,
+        genesis_at: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.config = config
+        self.roster = Roster(config.rotation)
+        self.ledger = Ledger()
+        self.scoreboard = Scoreboard(config.scores)
+        self.decisions: list[Decision] = []  # the most recent, for the dashboard
+        self._genesis, self._genesis_at = genesis, genesis_at
+        self._rng = rng
+        self._duty: Duty | None = None
+        self._seed: bytes | None = None  # the seed of the last epoch drawn
+        self._rounds: dict[str, tuple[Round, Task]] = {}
+        self._open: dict[str, str] = {}  # container -> its open check's id
+        self._next_bot: dict[str, float] = {}  # container -> when its next bot session is due
+
+    # verifiers ------------------------------------------------------------------------------
+
+    def enlist(self, verifier_id: str, stake: int) -> None:
+        """A verifier offers itself; it can be drawn from the next epoch on."""
+        if verifier_id in {v.verifier_id for v in self.roster.verifiers}:
+            self.roster.set_stake(verifier_id, stake)
+        else:
+            self.roster.register(verifier_id, stake)
+
+    def duty(self, now: float) -> Duty | None:
+        """This epoch's draw, or None while fewer verifiers are enlisted than a committee
+        needs. Every epoch is drawn in turn, needed or not: each draw sets the staleness the
+        next one weighs, and anyone recomputing the draws must be able to follow them all."""
+        epoch = epoch_at(now, self._genesis_at, self.config.rotation.epoch_seconds)
+        try:
+            while self.roster.next_epoch <= epoch:
+                number = self.roster.next_epoch
+                previous = self._seed  # the seed of epoch number - 1, once one was drawn
+                seed = (
+                    epoch_seed(self._genesis, number)
+                    if previous is None
+                    else next_seed(previous, number)
+                )
+                self._duty = self.roster.draw(seed)  # raises before anything moved
+                self._seed = seed
+        except RotationError:
+            return None
+        return self._duty if self._duty is not None and self._duty.epoch == epoch else None
+
+    # checks ---------------------------------------------------------------------------------
+
+    def due(self, containers: Iterable[tuple[str, Admission]], now: float) -> list[Task]:
+        """Start the checks now due on these (live) containers, one open check each."""
+        tasks = []
+        for container_id, admission in containers:
+            if container_id in self._open:
+                continue
+            if admission in _INSPECTED:
+                check = Check.REGISTRATION
+            elif admission in _WATCHED and self._next_bot.get(container_id, now) <= now:
+                check = Check.BOT
+            else:
+                continue
+            duty = self.duty(now)
+            if duty is None:
+                break
+            tasks.append(self._start(duty, container_id, check, now))
+        return tasks
+
+    def report(self, check_id: str, verdict: Verdict, now: float) -> Decision | None:
+        """A committee member's verdict on check `check_id`; the decision once the round is
+        complete. Raises ConsensusError for a verdict nobody asked for (a check closed or
+        unknown, a member not on it, another container or kind of check)."""
+        entry = self._rounds.get(check_id)
+        if entry is None:
+            raise ConsensusError(
+                f"check {check_id!r} is not open (decided, timed out or never assigned); "
+                f"verdict from {verdict.verifier_id!r} on {verdict.container_id!r} dropped"
+            )
+        entry[0].add(verdict)
+        return self._close(entry[0], now)
+
+    def overdue(self, now: float) -> list[Decision]:
+        """Rounds decided by their deadline (absent members count as such)."""
+        decided = (self._close(round_, now) for round_, _ in list(self._rounds.values()))
+        return [decision for decision in decided if decision is not None]
+
+    def judge(self, decision: Decision, admission: Admission) -> Judgement:
+        """What `decision` means for its container now in `admission`; also books the dissent
+        and schedules the container's next bot session."""
+        self.ledger.record(decision)
+        self.decisions = [*self.decisions[-49:], decision]
+        judgement = self.scoreboard.judge(decision, admission)
+        gap = float(self._rng.exponential(self.config.spot_interval))
+        registration = decision.check is Check.REGISTRATION
+        # Admitted just now: its first bot session completes the inspection cycle at once.
+        self._next_bot[decision.container_id] = decision.at + (0.0 if registration else gap)
+        return judgement
+
+    def ticket_for(self, ticket: str) -> Task | None:
+        """The open bot check a verifier's ticket belongs to."""
+        for _, task in self._rounds.values():
+            if task.ticket == ticket and task.check is Check.BOT:
+                return task
+        return None
+
+    def forget(self, container_id: str) -> None:
+        """The container left: its open check is void, its schedule dropped."""
+        check_id = self._open.pop(container_id, None)
+        if check_id is not None:
+            del self._rounds[check_id]
+        self._next_bot.pop(container_id, None)
+
+    def _start(self, duty: Duty, container_id: str, check: Check, now: float) -> Task:
+        check_id = secrets.token_hex(8)
+        committee = duty.committee(container_id, check_id)
+        deadline = now + self.config.round_seconds
+        task = Task(check_id, container_id, check, committee, deadline, secrets.token_urlsafe(16))
+        self._rounds[check_id] = (Round(container_id, check_id, check, committee, deadline), task)
+        self._open[container_id] = check_id
+        return task
+
+    def _close(self, round_: Round, now: float) -> Decision | None:
+        decision = round_.decide(now)
+        if decision is not None:
+            del self._rounds[round_.check_id]
+            del self._open[round_.container_id]
+        return decision
