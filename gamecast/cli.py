@@ -1,4 +1,4 @@
-"""The one command: `gamecast up | indexer | container | keys | bench`."""
+"""The one command: `gamecast up | indexer | container | keys | upload | studio-keys | bench`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builds import cli as builds_cli
 from gamecast.runtime import embedded_network, run_agent, serve
 from indexer.keys import HostCredentials, KeyStore, KeyStoreError, write_private_key
 from signaling.protocol import MAX_SESSIONS, Register
@@ -131,12 +132,14 @@ async def _indexer(args: argparse.Namespace) -> None:
         host_keys=args.host_keys,
         redis_url=args.redis,
         indexers=tuple(args.publish),
+        builds_dir=args.data,
         **({"indexer_id": args.indexer_id} if args.indexer_id else {}),
     )
     async with serve(args.host, args.port, config) as server:
         print(f"gamecast indexer {config.indexer_id} listening on {server.url}/", flush=True)
         print(f"  containers connect to {server.container_url}")
         print(f"  host keys: {args.host_keys} (gamecast keys issue --host NAME)")
+        print(f"  game builds: {args.data} (studios: gamecast studio-keys issue NAME)")
         shared = f"shared through {args.redis}" if args.redis else "in memory (one indexer)"
         print(f"  registry: {shared}", flush=True)
         await _forever()
@@ -284,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an indexer players may use (http://HOST:PORT); repeat for each, this one included",
     )
+    indexer.add_argument(
+        "--data",
+        type=Path,
+        default=builds_cli.DEFAULT_DATA,
+        help="where studios' uploaded builds are kept (default: %(default)s)",
+    )
     indexer.add_argument("--heartbeat-period", type=float, default=2.0, metavar="SECONDS")
     indexer.add_argument("--missed-heartbeats", type=int, default=3, metavar="N")
     indexer.set_defaults(handler=lambda a: _run(_indexer(a)))
@@ -300,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     key_actions.add_parser("list", help="every key, active or revoked")
     keys.set_defaults(handler=_keys)
+    builds_cli.add_commands(commands)
 
     container = commands.add_parser(
         "container", help="run a container agent that streams the reference game"

@@ -27,6 +27,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from builds.catalog import BuildCatalog
+from builds.http import add_build_routes
+from builds.members import ArchiveLimits
+from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from indexer import keys
 from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
@@ -78,6 +82,9 @@ class ServerConfig:
     # Verification (verifier/coordinator.py): rotation, committees, scores. The genesis seeds
     # every epoch's draw and is published at /api/verifiers so anyone can recompute them.
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    # Studios' game builds (builds/): archives and metadata under this folder; None: no uploads.
+    builds_dir: Path | None = None
+    build_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     genesis: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
@@ -116,6 +123,9 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     else:
         log.warning("registrations are not authenticated: no host key store configured")
     app.on_shutdown.append(_close_sockets)
+    if config.builds_dir is not None:
+        catalog = BuildCatalog(config.builds_dir, config.build_limits)
+        add_build_routes(app, catalog, StudioKeys(config.builds_dir / STUDIO_KEYS_FILE))
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/ws/verifier", verifier_socket)
@@ -479,8 +489,12 @@ async def _owner_of(app: web.Application, container_id: str, key_id: str) -> str
 
 
 async def list_containers(request: web.Request) -> web.Response:
-    store = request.app[BROKER].store
-    rows = [_container_row(view, store) for view in store.views(time.monotonic())]
+    store, desk = request.app[BROKER].store, request.app[DESK]
+    now = time.time()
+    rows = [
+        _container_row(view, store) | {"verification": desk.summary(view.spec.container_id, now)}
+        for view in store.views(time.monotonic())
+    ]
     return web.json_response({"containers": rows})
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from typing import Any
 
 from indexer.errors import IndexerError
 from indexer.lifecycle import IllegalEventError
@@ -124,6 +125,21 @@ class VerificationDesk:
         """The container a verifier's bot-session ticket seats it on, if the check is open."""
         task = self.coordinator.ticket_for(ticket)
         return None if task is None else task.container_id
+
+    def summary(self, container_id: str, now: float, recent: int = 5) -> dict[str, Any]:
+        """What the dashboard shows of a container's verification: QoS and penalty now, and
+        its latest decisions, each with the findings (claimed against measured) of one
+        verdict on the winning side."""
+        coordinator = self.coordinator
+        qos, penalty = coordinator.scoreboard.quality(container_id, now)
+        decisions = [d for d in coordinator.decisions if d.container_id == container_id]
+        rows = []
+        for decision in reversed(decisions[-recent:]):
+            row = decision.to_dict()
+            shown = decision.majority[:1] or decision.verdicts[:1]
+            row["findings"] = [f.to_dict() for v in shown for f in v.findings]
+            rows.append(row)
+        return {"qos": round(qos, 3), "penalty": round(penalty, 3), "decisions": rows}
 
     def container_gone(self, container_id: str) -> None:
         self.coordinator.forget(container_id)

@@ -1,0 +1,236 @@
+"""Reading and unpacking build archives (zip, tar.gz) by the rules of builds/members.py.
+
+The format is told by the file's first bytes, never by its name. Both readers feed every
+member to one `MemberCheck` before anything is written, and unpacking writes only what was
+accepted: files with O_EXCL|O_NOFOLLOW (never through a link, never over a file), folders,
+hard links to files already written, and symbolic links last, after every file, so no later
+member could be written through one. The unpacked size is checked on the members' headers,
+and the readers never yield more than a header says: zipfile cuts a member at its declared
+size and then fails its CRC (a lying zip bomb is refused as damaged), tarfile reads exactly
+the declared size. Blocking: call it from a thread (`asyncio.to_thread`) in async code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import posixpath
+import shutil
+import stat
+import struct
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO
+
+from builds.errors import ArchiveError, BuildTooLargeError
+from builds.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from builds.members import ArchiveLimits, Member, MemberCheck, MemberKind
+
+CHUNK = 256 * 1024
+ZIP_DIRECTORY_BYTES_PER_MEMBER = 1024  # caps the central directory zipfile reads into memory
+DEFAULT_LIMITS = ArchiveLimits()
+_READ_ERRORS = (
+    zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError,
+    NotImplementedError,  # zipfile: a compression method it lacks
+)  # fmt: skip
+_TAR_KINDS = {
+    tarfile.DIRTYPE: MemberKind.DIRECTORY, tarfile.SYMTYPE: MemberKind.SYMLINK,
+    tarfile.LNKTYPE: MemberKind.HARDLINK, tarfile.CHRTYPE: MemberKind.CHAR_DEVICE,
+    tarfile.BLKTYPE: MemberKind.BLOCK_DEVICE, tarfile.FIFOTYPE: MemberKind.FIFO,
+    tarfile.GNUTYPE_SPARSE: MemberKind.SPARSE,
+}  # fmt: skip
+_MODE_KINDS = {
+    stat.S_IFREG: MemberKind.FILE, stat.S_IFDIR: MemberKind.DIRECTORY,
+    stat.S_IFLNK: MemberKind.SYMLINK, stat.S_IFCHR: MemberKind.CHAR_DEVICE,
+    stat.S_IFBLK: MemberKind.BLOCK_DEVICE, stat.S_IFIFO: MemberKind.FIFO,
+    stat.S_IFSOCK: MemberKind.SOCKET,
+}  # fmt: skip
+
+Opener = Callable[[], IO[bytes]]  # a member's content, read from the archive
+
+
+class ArchiveFormat(Enum):
+    ZIP = "zip"
+    TAR_GZ = "tar.gz"
+
+    @property
+    def media_type(self) -> str:
+        return "application/zip" if self is ArchiveFormat.ZIP else "application/gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """An archive that passed every check, and its manifest."""
+
+    format: ArchiveFormat
+    members: tuple[Member, ...]
+    unpacked_bytes: int
+    manifest: Manifest
+
+
+def detect_format(head: bytes) -> ArchiveFormat:
+    """The format of a file that starts with `head` (its first 4 bytes suffice)."""
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a local header; the end of an empty zip
+        return ArchiveFormat.ZIP
+    if head[:2] == b"\x1f\x8b":
+        return ArchiveFormat.TAR_GZ
+    raise ArchiveError("the file is neither a zip nor a tar.gz archive (by its first bytes)")
+
+
+def inspect_archive(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> Inspection:
+    """Check every member of the archive at `path` and read its manifest; write nothing."""
+    return _walk(path, limits, None)
+
+
+def extract_archive(path: Path, dest: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> Inspection:
+    """Check and unpack the archive at `path` into `dest`, an empty folder the caller made.
+    On error `dest` is left half-written: unpack into a temporary folder and remove it then."""
+    writer = _Writer(dest)
+    inspection = _walk(path, limits, writer)
+    writer.finish()
+    return inspection
+
+
+def _walk(path: Path, limits: ArchiveLimits, writer: _Writer | None) -> Inspection:
+    check = MemberCheck(limits)
+    manifest: bytes | None = None
+    with open(path, "rb") as source:
+        archive_format = detect_format(source.read(4))
+        source.seek(0)
+        reader = _zip_members if archive_format is ArchiveFormat.ZIP else _tar_members
+        try:
+            for raw_name, kind, size, link, mode, opener in reader(source, limits):
+                member = check.add(raw_name, kind, size, link, mode)
+                if member is None:
+                    continue
+                if member.name == MANIFEST_NAME and kind is MemberKind.FILE:
+                    with opener() as content:
+                        manifest = content.read(MAX_MANIFEST_BYTES + 1)
+                if writer is not None:
+                    writer.add(member, opener)
+        except _READ_ERRORS as exc:
+            raise ArchiveError(f"the {archive_format.value} archive is damaged: {exc}") from None
+    if manifest is None:
+        raise ArchiveError(_missing_manifest(check.members))
+    return Inspection(archive_format, tuple(check.members), check.unpacked_bytes,
+                      parse_manifest(manifest))  # fmt: skip
+
+
+def _missing_manifest(members: list[Member]) -> str:
+    nested = [m.name for m in members if posixpath.basename(m.name) == MANIFEST_NAME]
+    if nested:
+        return (
+            f"{MANIFEST_NAME} must be at the archive's root, not {nested[0]}: archive the"
+            " build folder's contents rather than the folder"
+        )
+    return f"the archive has no {MANIFEST_NAME} at its root (see builds/MANIFEST.md)"
+
+
+Entry = tuple[str, MemberKind, int, str, int, Opener]  # name, kind, size, link, mode, content
+
+
+def _tar_members(source: IO[bytes], limits: ArchiveLimits) -> Iterator[Entry]:
+    # Iterated, not getmembers(): a hostile header is refused before the rest is decompressed.
+    with tarfile.open(fileobj=source, mode="r:gz") as tar:
+        for info in tar:
+            kind = _TAR_KINDS.get(info.type, MemberKind.FILE if info.isreg() else MemberKind.OTHER)
+
+            def opener(info: tarfile.TarInfo = info) -> IO[bytes]:
+                content = tar.extractfile(info)
+                assert content is not None, "only regular files are opened"
+                return content
+
+            yield info.name, kind, info.size, info.linkname, info.mode, opener
+
+
+def _zip_members(source: IO[bytes], limits: ArchiveLimits) -> Iterator[Entry]:
+    _check_zip_directory(source, limits)
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            if info.flag_bits & 0x1:
+                raise ArchiveError(f"member {info.filename!r} is encrypted; upload it unencrypted")
+            mode = info.external_attr >> 16 if info.create_system == 3 else 0  # 3: Unix
+            kind = _MODE_KINDS.get(stat.S_IFMT(mode), MemberKind.OTHER) if mode else None
+            if kind is None or stat.S_IFMT(mode) == 0:  # no Unix type: tell by the name
+                kind = MemberKind.DIRECTORY if info.is_dir() else MemberKind.FILE
+            link = ""
+            if kind is MemberKind.SYMLINK:  # a zip keeps a link's target as its content
+                with archive.open(info) as content:
+                    link = content.read(4097).decode("utf-8", "surrogateescape")
+
+            def opener(info: zipfile.ZipInfo = info) -> IO[bytes]:
+                return archive.open(info)
+
+            yield info.filename, kind, info.file_size, link, mode or 0o644, opener
+
+
+def _check_zip_directory(source: IO[bytes], limits: ArchiveLimits) -> None:
+    """Refuse a zip whose central directory (which zipfile reads whole into memory) counts
+    more members, or more bytes, than `limits` allow; zip64 records are read when present."""
+    size = source.seek(0, os.SEEK_END)
+    source.seek(max(0, size - (22 + 0xFFFF + 20)))  # end record, comment, zip64 locator
+    tail = source.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise ArchiveError("the zip archive is damaged: it has no end of central directory")
+    count, directory_bytes = struct.unpack_from("<HI", tail, at + 10)
+    if at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":  # the zip64 locator
+        (offset,) = struct.unpack_from("<Q", tail, at - 12)
+        source.seek(offset)
+        record = source.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            count, directory_bytes = struct.unpack_from("<QQ", record, 32)
+    source.seek(0)
+    if count > limits.max_members:
+        raise BuildTooLargeError(f"the archive has more than {limits.max_members} members")
+    if directory_bytes > limits.max_members * ZIP_DIRECTORY_BYTES_PER_MEMBER:
+        raise BuildTooLargeError(
+            f"the zip's central directory is {directory_bytes} bytes, more than"
+            f" {ZIP_DIRECTORY_BYTES_PER_MEMBER} per member allowed"
+        )
+
+
+class _Writer:
+    """Writes accepted members under `dest`; symbolic links wait for `finish`."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.symlinks: list[Member] = []
+
+    def add(self, member: Member, opener: Opener) -> None:
+        target = self.dest / member.name
+        if member.kind is MemberKind.DIRECTORY:
+            target.mkdir(0o755, parents=True, exist_ok=True)
+            return
+        if member.kind is MemberKind.SYMLINK:
+            self.symlinks.append(member)
+            return
+        target.parent.mkdir(0o755, parents=True, exist_ok=True)
+        if member.kind is MemberKind.HARDLINK:
+            os.link(self.dest / member.link, target, follow_symlinks=False)
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(target, flags, 0o755 if member.executable else 0o644)
+        with open(fd, "wb") as out, opener() as content:
+            shutil.copyfileobj(content, out, CHUNK)
+
+    def finish(self) -> None:
+        for member in self.symlinks:
+            target = self.dest / member.name
+            target.parent.mkdir(0o755, parents=True, exist_ok=True)
+            os.symlink(member.link, target)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a temporary file or folder, if there; links inside are removed, not followed."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
