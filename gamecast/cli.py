@@ -375,6 +375,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     for name, help in (
         ("indexer", "selection decisions/s on 40,000 containers, against a plain scan"),
         ("indexer_shared", "claims/s of three indexer processes on one redis-server"),
+        ("capture", "the example build captured under Xvfb: fps, latency p50/p95, baselines"),
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)
         passed.set_defaults(handler=_bench_passing_options)
