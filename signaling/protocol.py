@@ -313,6 +313,63 @@ class VerdictReport(Message):
     )
 
 
+# The registration check's round trip (verifier/registration.py): the verifier sends the
+# challenge and the rows to reveal, the container answers; the indexer relays both ways,
+# checking that the verifier sits on the container's open registration check. `inspection`
+# is "<check id>.<verifier id>", so replies find their way back.
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionChallenge(Message):
+    """Work to do (verifier/challenge.py) and the time it must be committed within."""
+
+    type = "inspection_challenge"
+    senders = ("verifier", "server")
+    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+    seed: str = field(metadata={"max": 64})  # 32 bytes, hex
+    size: int = field(metadata={"low": 256, "high": 8192})
+    rounds: int = field(metadata={"low": 1, "high": 64})
+    reveal: int = field(metadata={"low": 1, "high": 64})
+    device: str = field(metadata={"max": MAX_TEXT})  # the claimed hardware it was sized for
+    time_bound_ms: int = field(metadata={"low": 1, "high": 600_000})
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionCommitment(Message):
+    """The container's Merkle root over its result, with what its host measures now."""
+
+    type = "inspection_commitment"
+    senders = ("container", "server")
+    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+    root: str = field(metadata={"max": 64})  # hex
+    measured: HostSpecs = field(metadata={"record": HostSpecs})
+    nvenc: bool = field(metadata={"bool": True})
+    nvenc_reason: str = field(default="", metadata={"max": 2 * MAX_TEXT})
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionReveal(Message):
+    """The rows to reveal, drawn by the verifier only after the root arrived."""
+
+    type = "inspection_reveal"
+    senders = ("verifier", "server")
+    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+    rows: list[int] = field(metadata={"low": 0, "high": 8191, "items": 64})
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionRow(Message):
+    """One revealed row with its Merkle proof; one message per row (a row of 8192 values is
+    ~9 kB of JSON)."""
+
+    type = "inspection_row"
+    senders = ("container", "server")
+    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+    index: int = field(metadata={"low": 0, "high": 8191})
+    values: str = field(metadata={"max": 8192})  # hex of size/2 bytes
+    proof: list[str] = field(metadata={"max": 64, "items": 13})  # sibling hashes, leaf first
+
+
 # Server -> player / container ------------------------------------------------------------------
 
 
@@ -461,6 +518,10 @@ MESSAGES: dict[str, type[Message]] = {
         Playing,
         Enlist,
         VerdictReport,
+        InspectionChallenge,
+        InspectionCommitment,
+        InspectionReveal,
+        InspectionRow,
         Matched,
         Assignment,
         Enlisted,
@@ -525,7 +586,7 @@ def _check(where: str, value: Any, rules: Any) -> Any:
     if value is None and rules.get("null"):
         return None
     if "items" in rules:
-        noun = "objects" if "record" in rules else "strings"
+        noun = "objects" if "record" in rules else "integers" if "low" in rules else "strings"
         if not isinstance(value, list) or len(value) > rules["items"]:
             raise ProtocolError(
                 "bad_field", f"{where} must be a list of at most {rules['items']} {noun}"

@@ -130,6 +130,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/ws/verifier", verifier_socket)
     app.router.add_get("/api/verifiers", list_verifiers)
+    app.router.add_get("/api/containers/{container}/registration", container_registration)
     app.router.add_get("/api/containers", list_containers)
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/indexers", list_indexers)
@@ -396,6 +397,14 @@ async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
                     log.info("verifier %s enlisted (stake %d)", verifier_id, message.stake)
                 elif verifier_id is None:
                     raise p.ProtocolError("unexpected", "enlist first")
+                elif isinstance(message, p.InspectionChallenge | p.InspectionReveal):
+                    route = (
+                        desk.challenge_route
+                        if isinstance(message, p.InspectionChallenge)
+                        else desk.reveal_route
+                    )
+                    container_id = route(verifier_id, message.inspection)
+                    await _deliver(app, [Outgoing("container", container_id, message)])
                 else:
                     assert isinstance(message, p.VerdictReport)
                     now = time.monotonic()
@@ -427,6 +436,10 @@ async def _from_container(
         return await broker.playing(container_id, message, time.monotonic())
     if isinstance(message, p.End):
         return await broker.container_end(container_id, message, time.monotonic())
+    if isinstance(message, p.InspectionCommitment | p.InspectionRow):
+        verifier_id = app[DESK].answer_route(container_id, message.inspection)
+        await _send(app[PEERS].get(("verifier", verifier_id)), message)
+        return []
     raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
 
 
@@ -554,6 +567,17 @@ async def list_indexers(request: web.Request) -> web.Response:
     bases = request.app[CONFIG].indexers or (f"{request.scheme}://{request.host}",)
     urls = [base.replace("http", "ws", 1).rstrip("/") + "/ws/player" for base in bases]
     return web.json_response({"indexers": urls})
+
+
+async def container_registration(request: web.Request) -> web.Response:
+    """What a container announced, as its Register message: the claims a verifier checks."""
+    container_id = request.match_info["container"]
+    for view in request.app[BROKER].store.views(time.monotonic()):
+        if view.spec.container_id == container_id:
+            return web.Response(
+                text=view.spec.to_register().to_json(), content_type="application/json"
+            )
+    raise web.HTTPNotFound(text=f"container {container_id!r} is not registered")
 
 
 async def list_verifiers(request: web.Request) -> web.Response:

@@ -86,6 +86,7 @@ class VerificationDesk:
     def __init__(self, coordinator: Coordinator, store: RegistryStore) -> None:
         self.coordinator = coordinator
         self.store = store
+        self._inspections: dict[str, tuple[str, str]] = {}  # id -> (container, verifier)
 
     def enlist(self, message: p.Enlist) -> p.Enlisted:
         try:
@@ -140,6 +141,50 @@ class VerificationDesk:
             row["findings"] = [f.to_dict() for v in shown for f in v.findings]
             rows.append(row)
         return {"qos": round(qos, 3), "penalty": round(penalty, 3), "decisions": rows}
+
+    # The registration check's relay -----------------------------------------------------------
+
+    def challenge_route(self, verifier_id: str, inspection: str) -> str:
+        """The container a verifier's challenge goes to; refused unless the verifier sits on
+        that container's open registration check and names itself in the inspection id."""
+        check_id, _, named = inspection.partition(".")
+        task = self.coordinator.task(check_id)
+        if (
+            task is None
+            or task.check is not Check.REGISTRATION
+            or named != verifier_id
+            or verifier_id not in task.committee
+        ):
+            raise p.ProtocolError(
+                "forbidden",
+                f"inspection {inspection!r}: no open registration check of yours by that id "
+                f"(ids are '<check>.{verifier_id}')",
+            )
+        self._inspections[inspection] = (task.container_id, verifier_id)
+        return task.container_id
+
+    def reveal_route(self, verifier_id: str, inspection: str) -> str:
+        """The container a verifier's reveal request goes to."""
+        container_id, owner = self._inspection(inspection)
+        if owner != verifier_id:
+            raise p.ProtocolError("forbidden", f"inspection {inspection!r} is not yours")
+        return container_id
+
+    def answer_route(self, container_id: str, inspection: str) -> str:
+        """The verifier a container's commitment or row goes back to."""
+        owner_container, verifier_id = self._inspection(inspection)
+        if owner_container != container_id:
+            raise p.ProtocolError(
+                "forbidden", f"inspection {inspection!r} is not of this container"
+            )
+        return verifier_id
+
+    def _inspection(self, inspection: str) -> tuple[str, str]:
+        route = self._inspections.get(inspection)
+        if route is None or self.coordinator.task(inspection.partition(".")[0]) is None:
+            self._inspections.pop(inspection, None)
+            raise p.ProtocolError("unexpected", f"inspection {inspection!r} is not open")
+        return route
 
     def container_gone(self, container_id: str) -> None:
         self.coordinator.forget(container_id)

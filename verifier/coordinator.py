@@ -162,6 +162,11 @@ class Coordinator:
         self._next_bot[decision.container_id] = decision.at + (0.0 if registration else gap)
         return judgement
 
+    def task(self, check_id: str) -> Task | None:
+        """The open check with this id."""
+        entry = self._rounds.get(check_id)
+        return None if entry is None else entry[1]
+
     def ticket_for(self, ticket: str) -> Task | None:
         """The open bot check a verifier's ticket belongs to."""
         for _, task in self._rounds.values():

@@ -1,0 +1,72 @@
+"""The container's side of the registration check: measure the host, do the work, reveal rows.
+
+A verifier (through the indexer) sends a challenge (verifier/challenge.py); the container
+measures its host again (NVML and psutil via TelemetryReader, the NVENC probe), computes the
+challenge on the GPU when frames are drawn there (CuPy) or on the CPU (numpy), and commits to
+the result's Merkle root. The rows the verifier then asks for are read back from the kept
+answer. The work runs in a worker thread: the agent keeps heartbeating and streaming meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from types import ModuleType
+
+import numpy as np
+
+from signaling import protocol as p
+from streamer.backends import host_nvenc
+from streamer.telemetry import TelemetryReader
+from verifier.challenge import Answer, Challenge, solve
+
+KEPT_ANSWERS = 8  # a committee of 2N+1 inspects at once; older answers are dropped
+
+
+class ChallengeSolver:
+    def __init__(self, telemetry: TelemetryReader, on_gpu: bool = False) -> None:
+        self._telemetry = telemetry
+        self._on_gpu = on_gpu
+        self._answers: OrderedDict[str, Answer] = OrderedDict()
+
+    async def commit(self, message: p.InspectionChallenge) -> p.InspectionCommitment:
+        """Measure, solve and commit. A challenge this code refuses (a size or round count
+        out of range) raises ChallengeError; the agent reports it as an error reply."""
+        challenge = Challenge(
+            bytes.fromhex(message.seed),
+            message.size,
+            message.rounds,
+            message.reveal,
+            message.device,
+            message.time_bound_ms / 1000,
+        )
+        answer = await asyncio.to_thread(solve, challenge, self._array_module())
+        self._answers[message.inspection] = answer
+        while len(self._answers) > KEPT_ANSWERS:
+            self._answers.popitem(last=False)
+        specs = await asyncio.to_thread(self._telemetry.host_specs)
+        nvenc = await asyncio.to_thread(host_nvenc)
+        return p.InspectionCommitment(
+            message.inspection, answer.root.hex(), specs, nvenc.available, nvenc.reason
+        )
+
+    def reveal(self, message: p.InspectionReveal) -> list[p.InspectionRow]:
+        answer = self._answers.pop(message.inspection, None)
+        if answer is None:
+            raise p.ProtocolError("unexpected", f"no answer kept for {message.inspection!r}")
+        size = len(answer.rows)
+        if any(index >= size for index in message.rows):
+            raise p.ProtocolError("bad_field", f"rows must be below {size}, not {message.rows}")
+        return [
+            p.InspectionRow(
+                message.inspection, row.index, row.values.hex(), [s.hex() for s in row.proof]
+            )
+            for row in answer.reveal(sorted(set(message.rows)))
+        ]
+
+    def _array_module(self) -> ModuleType:
+        if self._on_gpu:
+            import cupy  # noqa: PLC0415  (the GPU extra; only where frames are drawn on a GPU)
+
+            return cupy  # type: ignore[no-any-return]
+        return np
