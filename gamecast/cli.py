@@ -1,4 +1,5 @@
-"""The one command: `gamecast up | indexer | container | keys | upload | studio-keys | bench`."""
+"""The one command: `gamecast up | indexer | container | verifier | keys | upload | studio-keys |
+bench`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ from signaling.server import ServerConfig
 from streamer.agent import AgentConfig
 from streamer.backends import CHOICES as ENCODER_CHOICES
 from streamer.capacity import describe as describe_capacity
+from streamer.impairment import Impairment, ImpairmentError
+from verifier import cli as verifier_cli
+
+ANY_ADDRESS = "0.0.0.0"  # the probe endpoint listens on every interface
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -111,6 +116,7 @@ async def _up(args: argparse.Namespace) -> None:
         max_fps=args.max_fps,
         sessions=args.capacity,
         steady_release=args.steady_release,
+        verifiers=args.verifiers,
     )
     async with network as (server, agent):
         print(f"gamecast is up: open {server.url}/  (press Ctrl-C to stop)")
@@ -120,8 +126,12 @@ async def _up(args: argparse.Namespace) -> None:
             f" ({config.encoder_reason}), {config.codec}, frames on the {config.frames_on.upper()}"
         )
         print(f"  sessions at once: {describe_capacity(config.capacity)}")
+        if args.verifiers:
+            print(f"  verifiers: {args.verifiers} on duty; the container is offered to players"
+                  " once they inspected it (a few seconds)")  # fmt: skip
         print(f"  dashboard: {server.url}/static/dashboard.html")
-        print(f"  API: {server.url}/api/containers  {server.url}/api/sessions")
+        print(f"  API: {server.url}/api/containers  {server.url}/api/sessions"
+              f"  {server.url}/api/verifiers")  # fmt: skip
         await _forever()
 
 
@@ -173,6 +183,10 @@ def _keys(args: argparse.Namespace) -> None:
 async def _container(args: argparse.Namespace) -> None:
     width, height = args.max_size
     first, *others = args.server
+    try:
+        impairment = Impairment(args.impair_delay_ms, args.impair_fps, args.impair_ignore_input)
+    except ImpairmentError as exc:
+        raise SystemExit(f"gamecast container: {exc}") from None
     config = AgentConfig(
         first,
         args.id,
@@ -187,6 +201,8 @@ async def _container(args: argparse.Namespace) -> None:
         price_per_minute=args.price,
         host_key=None if args.host_key is None else HostCredentials.load(args.host_key),
         other_servers=tuple(others),
+        impairment=impairment,
+        probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
         print(f"container {args.id} registered with {first}")
@@ -205,6 +221,42 @@ def _bench_passing_options(args: argparse.Namespace) -> None:
     if "--json" not in options and not {"-h", "--help"} & set(options):
         options += ["--json", f"bench-results/{args.benchmark}.json"]
     raise SystemExit(module.main(options))
+
+
+def _add_probe_options(container: argparse.ArgumentParser) -> None:
+    container.add_argument(
+        "--probe-host",
+        metavar="NAME",
+        help="the name or address players reach this host by: they time round trips to "
+        "http://NAME:PORT/probe before a claim (default: no probes; players are not placed)",
+    )
+    container.add_argument("--probe-port", type=int, default=0, help="(default: any free port)")
+
+
+def _add_probes_and_impairments(container: argparse.ArgumentParser) -> None:
+    _add_probe_options(container)
+    impair = container.add_argument_group(
+        "impairments", "faults on purpose, to show that verifiers catch them; never for players"
+    )
+    impair.add_argument(
+        "--impair-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="hold every encoded frame MS milliseconds before sending it",
+    )
+    impair.add_argument(
+        "--impair-fps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve at most N fps whatever a session asks (0: as asked)",
+    )
+    impair.add_argument(
+        "--impair-ignore-input",
+        action="store_true",
+        help="drop every input event before the game sees it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8080)
+    up.add_argument(
+        "--verifiers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="verifiers to run in the process (0: admit the container unchecked)",
+    )
     media(up)
     up.set_defaults(handler=lambda a: _run(_up(a)))
 
@@ -330,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--price", type=float, default=0.0, help="what a player pays per minute (default: 0)"
     )
     media(container)
+    _add_probes_and_impairments(container)
     container.set_defaults(handler=lambda a: _run(_container(a)))
+    verifier_cli.add_commands(commands)
 
     _add_benchmarks(
         commands.add_parser("bench", help="run a benchmark and print a table plus JSON")
@@ -376,6 +437,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         ("indexer", "selection decisions/s on 40,000 containers, against a plain scan"),
         ("indexer_shared", "claims/s of three indexer processes on one redis-server"),
         ("capture", "the example build captured under Xvfb: fps, latency p50/p95, baselines"),
+        ("verifier", "the bot's glass-to-glass against known container delays; bot CPU"),
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)
         passed.set_defaults(handler=_bench_passing_options)

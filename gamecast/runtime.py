@@ -29,6 +29,9 @@ from streamer.capacity import describe as describe_capacity
 from streamer.encoder import H264_BACKENDS, X264, install_encoder
 from streamer.gpu import gpu_unavailable_reason
 from streamer.playout_delay import install_playout_delay
+from verifier.agent import VerifierAgent, VerifierConfig
+from verifier.coordinator import VerificationConfig
+from verifier.rotation import RotationConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,27 @@ async def run_agent(
 
 
 @contextlib.asynccontextmanager
+async def run_verifier(agent: VerifierAgent) -> AsyncIterator[VerifierAgent]:
+    """Run a verifier until the block exits; yields once the indexer has enlisted it."""
+    task = asyncio.create_task(agent.run(), name=f"verifier-{agent.config.verifier_id}")
+    try:
+        async with asyncio.timeout(15):
+            await agent.enlisted.wait()
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def verification_for(verifiers: int, **overrides: float) -> VerificationConfig:
+    """Verification for a network of `verifiers`: all on duty, the largest odd committee."""
+    committee = verifiers if verifiers % 2 else verifiers - 1
+    rotation = RotationConfig(duty_size=verifiers, committee_size=committee)
+    return VerificationConfig(rotation=rotation, **overrides)
+
+
+@contextlib.asynccontextmanager
 async def embedded_network(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -150,11 +174,14 @@ async def embedded_network(
     max_height: int = AgentConfig.max_height,
     max_fps: int = AgentConfig.max_fps,
     sessions: int | None = None,
+    verifiers: int = 0,
 ) -> AsyncIterator[tuple[RunningServer, ContainerAgent]]:
     """The whole network in one process: what `gamecast up` runs and what tests start.
 
     The container advertises `max_width`x`max_height`@`max_fps`; the indexer matches no larger
     request to it, and no more sessions than its capacity (`sessions`, or measured at start).
+    With `verifiers`, that many verifiers enlist first and the container is offered to
+    players only once they inspected it; without, its announced specs are taken as inspected.
     """
     with tempfile.TemporaryDirectory(prefix="gamecast-") as state:
         # The container is authenticated like any other: a host key issued for this run.
@@ -162,7 +189,18 @@ async def embedded_network(
         _, key_file = store.issue("local", datetime.now(UTC).isoformat())
         store.save()
         credentials = HostCredentials(*parse_private_key(key_file))
-        async with serve(host, port, ServerConfig(host_keys=store.path)) as server:
+        config = ServerConfig(host_keys=store.path)
+        if verifiers:
+            config = dataclasses.replace(
+                config, admit_on_register=False, verification=verification_for(verifiers)
+            )
+        async with (
+            serve(host, port, config) as server,
+            contextlib.AsyncExitStack() as on_duty,
+        ):
+            for number in range(1, verifiers + 1):
+                verifier = VerifierAgent(VerifierConfig(server.url, f"local-verifier-{number}"))
+                await on_duty.enter_async_context(run_verifier(verifier))
             agent_config = AgentConfig(
                 server.container_url,
                 "local-1",
@@ -174,6 +212,7 @@ async def embedded_network(
                 max_width=max_width,
                 max_height=max_height,
                 max_fps=max_fps,
+                probe=(host, 0, host),
             )
             async with run_agent(agent_config, sessions) as agent:
                 yield server, agent

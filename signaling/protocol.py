@@ -358,16 +358,21 @@ class InspectionReveal(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class InspectionRow(Message):
-    """One revealed row with its Merkle proof; one message per row (a row of 8192 values is
-    ~9 kB of JSON)."""
-
-    type = "inspection_row"
-    senders = ("container", "server")
-    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+class RevealedRowRecord:
     index: int = field(metadata={"low": 0, "high": 8191})
     values: str = field(metadata={"max": 8192})  # hex of size/2 bytes
     proof: list[str] = field(metadata={"max": 64, "items": 13})  # sibling hashes, leaf first
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionRows(Message):
+    """Revealed rows with their Merkle proofs, as many as fit in one message (a row of 8192
+    values is ~9 kB of JSON): a handful of messages per check, not one per row."""
+
+    type = "inspection_rows"
+    senders = ("container", "server")
+    inspection: str = field(metadata={"max": 2 * MAX_TEXT})
+    rows: list[RevealedRowRecord] = field(metadata={"record": RevealedRowRecord, "items": 64})
 
 
 # Server -> player / container ------------------------------------------------------------------
@@ -521,7 +526,7 @@ MESSAGES: dict[str, type[Message]] = {
         InspectionChallenge,
         InspectionCommitment,
         InspectionReveal,
-        InspectionRow,
+        InspectionRows,
         Matched,
         Assignment,
         Enlisted,

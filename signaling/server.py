@@ -436,7 +436,7 @@ async def _from_container(
         return await broker.playing(container_id, message, time.monotonic())
     if isinstance(message, p.End):
         return await broker.container_end(container_id, message, time.monotonic())
-    if isinstance(message, p.InspectionCommitment | p.InspectionRow):
+    if isinstance(message, p.InspectionCommitment | p.InspectionRows):
         verifier_id = app[DESK].answer_route(container_id, message.inspection)
         await _send(app[PEERS].get(("verifier", verifier_id)), message)
         return []

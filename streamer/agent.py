@@ -9,6 +9,7 @@ registers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,6 +20,9 @@ import aiohttp
 
 from indexer.keys import HostCredentials
 from signaling import protocol as p
+from streamer.impairment import NO_IMPAIRMENT, Impairment
+from streamer.inspected import ChallengeSolver
+from streamer.probe_endpoint import probe_endpoint
 from streamer.session import StreamOptions, StreamSession
 from streamer.telemetry import TelemetryReader
 
@@ -49,22 +53,42 @@ class AgentConfig:
     # Other indexers of the network: after a lost connection the agent registers with one of
     # these or server_url, at random, never the one that just failed while another is left.
     other_servers: tuple[str, ...] = ()
+    # Faults on purpose, so verifier tests and `gamecast bench verifier` can show they are
+    # caught (streamer/impairment.py); never set on a container that serves players.
+    impairment: Impairment = NO_IMPAIRMENT
+    # Where players time round trips to this host before a claim (streamer/probe_endpoint.py):
+    # (bind address, port, the host name players reach it by); None: no probes.
+    probe: tuple[str, int, str] | None = None
 
 
 class ContainerAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        if config.impairment.active:
+            log.warning(
+                "container %s is impaired on purpose: %s",
+                config.container_id,
+                config.impairment.describe(),
+            )
         self.sessions: dict[str, StreamSession] = {}
         self.registered = asyncio.Event()
         self._closing: set[asyncio.Future[None]] = set()  # sessions whose peers are closing
         self.telemetry = TelemetryReader()
+        self._probe_url = ""  # announced once the probe endpoint listens
+        self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
 
     async def run(self) -> None:
         """Stay connected until cancelled; NVML is shut down when it ends."""
         attempt = 0
         url = self.config.server_url
         with self.telemetry:
-            async with aiohttp.ClientSession() as http:
+            async with contextlib.AsyncExitStack() as stack:
+                if self.config.probe is not None:
+                    self._probe_url = await stack.enter_async_context(
+                        probe_endpoint(*self.config.probe)
+                    )
+                    log.info("players probe this host at %s", self._probe_url)
+                http = await stack.enter_async_context(aiohttp.ClientSession())
                 while True:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
@@ -110,6 +134,7 @@ class ContainerAgent:
             region=cfg.region,
             price_per_minute=cfg.price_per_minute,
             uplink_mbps=cfg.uplink_mbps,
+            probe_url=self._probe_url,
         )
         if cfg.host_key is None:
             return register
@@ -142,6 +167,10 @@ class ContainerAgent:
                     await self._start_session(ws, message)
                 elif isinstance(message, p.End):
                     await self._end_session(message.session, message.reason)
+                elif isinstance(message, p.InspectionChallenge):
+                    tasks.create_task(self._answer_challenge(ws, message))
+                elif isinstance(message, p.InspectionReveal):
+                    await self._reveal(ws, message)
                 elif isinstance(message, p.Error) and message.ref == "register":
                     # Usually our previous connection is still registered: back off, retry.
                     log.warning(
@@ -157,6 +186,28 @@ class ContainerAgent:
                     )
             if heartbeat is not None:
                 heartbeat.cancel()
+
+    async def _answer_challenge(
+        self, ws: aiohttp.ClientWebSocketResponse, message: p.InspectionChallenge
+    ) -> None:
+        """A verifier's registration challenge (streamer/inspected.py), worked in a thread."""
+        try:
+            commitment = await self.solver.commit(message)
+        except ValueError as exc:  # ChallengeError: sizes or seed this code cannot take
+            log.warning("container %s: unusable challenge: %s", self.config.container_id, exc)
+            return
+        await ws.send_str(commitment.to_json())
+
+    async def _reveal(
+        self, ws: aiohttp.ClientWebSocketResponse, message: p.InspectionReveal
+    ) -> None:
+        try:
+            rows = self.solver.reveal(message)
+        except p.ProtocolError as exc:
+            log.warning("container %s: %s", self.config.container_id, exc.reason)
+            return
+        for row in rows:
+            await ws.send_str(row.to_json())
 
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
         """Beat every `interval` from a monotonic schedule, so reading telemetry (in a worker
@@ -182,6 +233,7 @@ class ContainerAgent:
             encoder=cfg.encoder,
             gpu=cfg.frames_on == "gpu",
             steady_release=cfg.steady_release,
+            impairment=cfg.impairment,
         )
 
         async def playing() -> None:

@@ -50,18 +50,23 @@ class ChallengeSolver:
             message.inspection, answer.root.hex(), specs, nvenc.available, nvenc.reason
         )
 
-    def reveal(self, message: p.InspectionReveal) -> list[p.InspectionRow]:
+    def reveal(self, message: p.InspectionReveal) -> list[p.InspectionRows]:
+        """The asked rows with their proofs, packed into as few messages as fit."""
         answer = self._answers.pop(message.inspection, None)
         if answer is None:
             raise p.ProtocolError("unexpected", f"no answer kept for {message.inspection!r}")
         size = len(answer.rows)
         if any(index >= size for index in message.rows):
             raise p.ProtocolError("bad_field", f"rows must be below {size}, not {message.rows}")
-        return [
-            p.InspectionRow(
-                message.inspection, row.index, row.values.hex(), [s.hex() for s in row.proof]
-            )
+        records = [
+            p.RevealedRowRecord(row.index, row.values.hex(), [s.hex() for s in row.proof])
             for row in answer.reveal(sorted(set(message.rows)))
+        ]
+        per_row = len(p.InspectionRows(message.inspection, records[:1]).to_json())
+        per_message = max(1, (p.MAX_MESSAGE_BYTES - 1024) // per_row)
+        return [
+            p.InspectionRows(message.inspection, records[first : first + per_message])
+            for first in range(0, len(records), per_message)
         ]
 
     def _array_module(self) -> ModuleType:

@@ -18,6 +18,10 @@ the loop and aiortc encodes them; there too only the newest waiting frame is kep
 
 Receiver feedback (streamer/rtcp_feedback.py) arrives on the loop: the bitrate decision is
 made there, and the keyframe gate is shared with the encode thread under a lock.
+
+A container impaired on purpose (streamer/impairment.py) holds every output for a fixed time
+before the loop gets it (`hold_output`): a third thread keeps a delay line and hands each
+item on when it is due, so the loop's side is the same as without the delay.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from streamer.encoder import LowLatencyH264Encoder
 from streamer.feedback import BitrateController, KeyframeGate
+from streamer.impairment import DelayLine
 from streamer.pacing import FramePacer, SteadyRelease
 
 log = logging.getLogger(__name__)
@@ -115,6 +120,8 @@ class SenderPipeline:
         self._output: asyncio.Queue[Any] = asyncio.Queue()
         self._pacer = FramePacer(fps, 0.0)
         self.release = SteadyRelease(fps) if steady_release else None
+        self._held: DelayLine[Any] | None = None  # outputs held back on purpose (hold_output)
+        self._held_changed = threading.Condition()  # guards `_held` between its two threads
 
     @property
     def encoding(self) -> bool:
@@ -138,9 +145,19 @@ class SenderPipeline:
             self.stats.frames_sent += 1
             return item
 
+    def hold_output(self, delay: float) -> None:
+        """Hold every output `delay` seconds before it is sent: an impairment for verifier
+        tests and benchmarks (streamer/impairment.py). The rate is unchanged; only latency
+        grows. Call it before the pipeline starts; 0 holds nothing."""
+        if self._loop is not None:
+            raise RuntimeError("hold_output must be called before the pipeline starts")
+        self._held = DelayLine(delay) if delay > 0 else None
+
     def stop(self) -> None:
         self._stopped.set()
         self._mailbox.close()
+        with self._held_changed:
+            self._held_changed.notify()
         for thread in self._threads:
             thread.join(timeout=1.0)
 
@@ -170,6 +187,8 @@ class SenderPipeline:
         stages = [("render", self._render_loop)]
         if self._encoder is not None:
             stages.append(("encode", self._encode_loop))
+        if self._held is not None:
+            stages.append(("hold", self._hold_loop))
         for name, target in stages:
             thread = threading.Thread(target=target, name=f"gamecast-{name}", daemon=True)
             thread.start()
@@ -219,7 +238,15 @@ class SenderPipeline:
             self._deliver(_FAILED)
 
     def _deliver(self, item: Any) -> None:
-        """Hand `item` to the loop, from either thread."""
+        """Hand `item` on from either thread: to the loop, or into the delay line."""
+        if self._held is None:
+            self._hand_to_loop(item)
+            return
+        with self._held_changed:
+            self._held.push(item, time.monotonic())
+            self._held_changed.notify()
+
+    def _hand_to_loop(self, item: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._stopped.set()
@@ -228,6 +255,21 @@ class SenderPipeline:
             loop.call_soon_threadsafe(self._output.put_nowait, item)
         except RuntimeError:  # the loop closed between the check and the call
             self._stopped.set()
+
+    def _hold_loop(self) -> None:
+        """The hold thread: wait for the head of the delay line, hand on what is due."""
+        held = self._held
+        assert held is not None
+        while not self._stopped.is_set():
+            with self._held_changed:
+                due = held.next_due
+                wait = None if due is None else due - time.monotonic()
+                if wait is None or wait > 0:
+                    self._held_changed.wait(wait)
+                    continue
+                items = held.pop_due(time.monotonic())
+            for item in items:
+                self._hand_to_loop(item)
 
     def _flush_backlog(self, item: Any) -> Any:
         """The loop fell behind: keep the newest raw frame, or restart from a keyframe.

@@ -3,6 +3,8 @@
 The player offers (video recvonly + an unordered, no-retransmit data channel "input"); we
 answer with H.264 preferred. Every data-channel message is validated and rate limited; a bad
 one is counted and answered with an error on the same channel, and the session goes on.
+A container impaired on purpose (streamer/impairment.py) serves a lower frame rate, holds
+frames back, or drops valid input here, as its options say.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from signaling.rate_limit import TokenBucket
 from streamer.encoder import H264_BACKENDS
+from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
 from streamer.rtcp_feedback import observe_feedback
 from streamer.sdp import negotiated_video_codec, without_mdns_candidates
@@ -33,6 +36,7 @@ class InputCounters:
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
+    ignored: int = 0  # valid, and dropped on purpose (Impairment.ignore_input)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class StreamOptions:
     seed: int = 0
     gpu: bool = False  # draw frames with CuPy when gamecast's H.264 encoder runs
     steady_release: bool = True  # even frame intervals for ~1 ms of latency (streamer/pacing.py)
+    impairment: Impairment = NO_IMPAIRMENT  # faults on purpose, for verifier tests
 
 
 class StreamSession:
@@ -62,7 +67,7 @@ class StreamSession:
         self.track = GameVideoTrack(
             options.width,
             options.height,
-            options.fps,
+            options.impairment.frame_rate(options.fps),
             options.seed,
             gpu=options.gpu,
             steady_release=options.steady_release,
@@ -105,6 +110,7 @@ class StreamSession:
         h264 = negotiated_video_codec(answer) == "video/H264"
         backend = H264_BACKENDS.get(self.options.encoder) if h264 else None
         pipeline = self.track.start(backend)
+        pipeline.hold_output(self.options.impairment.extra_delay_ms / 1000)
         if backend is not None:
             observe_feedback(transceiver.sender, pipeline)
         return answer
@@ -146,6 +152,9 @@ class StreamSession:
         except InputError as exc:
             self.input.rejected += 1
             self._reply_error(channel, exc, now)
+            return
+        if self.options.impairment.ignore_input:
+            self.input.ignored += 1
             return
         self.input.accepted += 1
         self.track.push_input(event)

@@ -110,3 +110,14 @@ async def test_choosing_1080p60_streams_1920x1080(network, browser) -> None:
     assert await page.input_value("#quality") == "1920x1080@60"
     assert await page.evaluate(VIDEO_SIZE) == [1920, 1080]
     assert errors == []
+
+
+async def test_the_page_probes_the_container_before_its_claim(network, browser) -> None:
+    """DESIGN.md step 3: the indexer sends the page landmarks, the page times real fetches to
+    the container's probe endpoint, and the claim follows with the player placed."""
+    server, agent = network
+    page, errors = await _open_and_play(browser, server.url + "/")
+    probes = await page.evaluate("window.gamecast.probes")
+    assert [probe["container"] for probe in probes] == [agent.config.container_id]
+    assert 0 < probes[0]["rtt_ms"] < 1000  # loopback, through a real HTTP round trip
+    assert errors == []

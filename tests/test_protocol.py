@@ -34,7 +34,7 @@ EXAMPLES: list[p.Message] = [
     p.InspectionChallenge("a1b2.v1", "00" * 32, 1024, 8, 16, "2 CPU cores", 4170),
     p.InspectionCommitment("a1b2.v1", "ab" * 32, p.HostSpecs("AMD EPYC", 2, 24000, []), False),
     p.InspectionReveal("a1b2.v1", [3, 77]),
-    p.InspectionRow("a1b2.v1", 3, "0f" * 512, ["cd" * 32] * 10),
+    p.InspectionRows("a1b2.v1", [p.RevealedRowRecord(3, "0f" * 512, ["cd" * 32] * 10)]),
     p.Heartbeat(),
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),

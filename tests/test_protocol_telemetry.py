@@ -74,7 +74,7 @@ def test_golden_json() -> None:
         .endswith(
             '"max_fps":1,"host":{"cpu_model":"AMD EPYC","cpu_cores":2,"ram_mib":24105,"gpus":[]},'
             '"encoder_reason":"","frames_on":"cpu","capacity":[],"region":"",'
-            '"price_per_minute":0.0,"uplink_mbps":0.0,"key_id":"","challenge":"","signature":""}'
+            '"price_per_minute":0.0,"uplink_mbps":0.0,"probe_url":"","key_id":"","challenge":"","signature":""}'
         )
     )
 

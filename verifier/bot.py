@@ -43,14 +43,24 @@ class MediaRoute(Protocol):
     def route_answer(self, answer_sdp: str) -> str: ...
 
 
+# Called on the event loop with each decoded frame's marker (None: unreadable) and the
+# decoded av.VideoFrame itself.
+FrameObserver = Callable[[FrameMarker | None, Any], None]
+
+
 class BotPlayer:
     def __init__(
-        self, player_url: str, codec: str | None = None, route: MediaRoute | None = None
+        self,
+        player_url: str,
+        codec: str | None = None,
+        route: MediaRoute | None = None,
+        observe: FrameObserver | None = None,
     ) -> None:
         """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser.
 
         `route` sends the media through a relay (benchmarks/relay.py emulates a lossy,
-        narrow link: the kernel here has no netem).
+        narrow link: the kernel here has no netem). `observe` sees every decoded picture (a
+        bot session keeps the frames it judges input reactions on).
 
         Installs marker-bit frame release process-wide before its peer exists, so latency is
         measured without aiortc's one-frame hold; the container process receives no video.
@@ -59,6 +69,8 @@ class BotPlayer:
         self.player_url = player_url
         self.codec = codec
         self.route = route
+        self.observe = observe
+        self.container: str | None = None  # the container the server matched
         self.log = FrameLog()
         self.latest_frame: Any = None
         self.session_id: str | None = None
@@ -82,11 +94,17 @@ class BotPlayer:
         width: int = 1280,
         height: int = 720,
         fps: int = 60,
+        *,
+        ticket: str = "",
     ) -> AsyncIterator[BotPlayer]:
-        """Connect, negotiate and receive frames until the block exits."""
+        """Connect, negotiate and receive frames until the block exits.
+
+        `ticket`, a verifier's bot-check ticket (Play.ticket), seats the bot on the container
+        under check; "" plays like any player.
+        """
         async with http.ws_connect(self.player_url) as ws:
             try:
-                await self._negotiate(ws, p.Play(game, width, height, fps))
+                await self._negotiate(ws, p.Play(game, width, height, fps, ticket=ticket))
             except BaseException:
                 await self.close()  # refused or timed out: the peer still holds its sockets
                 raise
@@ -105,6 +123,7 @@ class BotPlayer:
         await ws.send_str(play.to_json())
         matched = await self._expect(ws, p.Matched)
         self.session_id = matched.session
+        self.container = matched.container
         transceiver = self._pc.addTransceiver("video", direction="recvonly")
         if self.codec is not None:
             codecs = RTCRtpReceiver.getCapabilities("video").codecs
@@ -187,6 +206,8 @@ class BotPlayer:
                 except MarkerError:
                     marker = None
                 self.log.add(marker, received)
+                if self.observe is not None:
+                    self.observe(marker, frame)
                 self.latest_frame = frame
                 async with self._progress:
                     self._progress.notify_all()

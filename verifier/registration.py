@@ -49,7 +49,7 @@ class InspectionInbox:
     def close(self, inspection: str) -> None:
         self._queues.pop(inspection, None)
 
-    def deliver(self, message: p.InspectionCommitment | p.InspectionRow) -> None:
+    def deliver(self, message: p.InspectionCommitment | p.InspectionRows) -> None:
         """An answer from the indexer; one nobody waits for (late, or forged) is dropped."""
         queue = self._queues.get(message.inspection)
         if queue is not None and not queue.full():
@@ -86,7 +86,9 @@ async def inspect_container(
         elapsed = time.monotonic() - started
         rows = pick_rows(challenge, secrets.token_bytes(32))
         await send(p.InspectionReveal(inspection, list(rows)))
-        revealed = [await _next(answers, p.InspectionRow, REVEAL_WAIT_S) for _ in rows]
+        revealed: list[p.RevealedRowRecord] = []
+        while len(revealed) < len(rows):
+            revealed += (await _next(answers, p.InspectionRows, REVEAL_WAIT_S)).rows
         try:
             root = bytes.fromhex(commitment.root)
             shown = [

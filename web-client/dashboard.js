@@ -1,10 +1,11 @@
-// The network dashboard: every container the indexer knows, from /api/containers and
-// /api/sessions every two seconds: availability, what it hosts and streams, liveness, its
-// session, the host it runs on and each GPU's telemetry. Server strings only ever become text
+// The network dashboard: every container the indexer knows, from /api/containers,
+// /api/sessions and /api/verifiers every two seconds: lifecycle state and availability, what it
+// hosts and streams, liveness, its sessions, the host it runs on and each GPU's telemetry, and
+// what verifiers found (QoS, claimed against measured, recent verdicts); then the verifiers. Server strings only ever become text
 // nodes or attribute values, never HTML. window.dashboard exposes the latest poll for tests.
 const POLL_MS = 2000;
 
-const state = { containers: [], sessions: [], errors: 0, updatedAt: null, error: null, polls: 0 };
+const state = { containers: [], sessions: [], verifiers: null, errors: 0, updatedAt: null, error: null, polls: 0 };
 window.dashboard = state;
 
 const known = (value) => value !== null && value !== undefined;
@@ -72,6 +73,52 @@ function hostRows(container) {
   return rows;
 }
 
+const shown = (value) => (known(value) && value !== "" ? String(value) : "-");
+
+function findingRow(finding) {
+  return el("tr", { class: finding.passed ? "pass" : "fail" },
+    el("td", {}, finding.name), el("td", {}, shown(finding.claimed)), el("td", {}, shown(finding.measured)),
+    el("td", {}, finding.passed ? "ok" : finding.detail || "failed"));
+}
+
+// The verifiers' view of one container: its QoS, the latest registration check's findings as
+// claimed against measured, and its latest decisions.
+function verificationSection(container) {
+  const { qos, penalty, decisions } = container.verification;
+  const registration = decisions.find((d) => d.check === "registration");
+  const parts = [el("h3", {}, "Verification"), terms([
+    ["lifecycle", container.state],
+    ["QoS", `${qos.toFixed(2)}${penalty > 0 ? `, penalty ${penalty.toFixed(2)}` : ""}`],
+  ])];
+  if (registration) {
+    parts.push(el("table", { class: "findings" },
+      el("tr", {}, el("th", {}, "spec"), el("th", {}, "claimed"), el("th", {}, "measured"), el("th", {}, "verdict")),
+      ...registration.findings.map(findingRow)));
+  }
+  parts.push(decisions.length
+    ? el("ul", { class: "decisions" }, ...decisions.map((d) => el("li", { class: d.outcome },
+      `${new Date(d.at * 1000).toLocaleTimeString()} ${d.check}: ${d.outcome}` +
+      `${d.reason ? ` (${d.reason})` : ""}` +
+      `${d.dissenters.length ? `; outvoted: ${d.dissenters.join(", ")}` : ""}`)))
+    : el("p", { class: "empty" }, "not verified yet"));
+  return parts;
+}
+
+function verifiersSection() {
+  const v = state.verifiers;
+  if (!v) return [];
+  const rows = v.roster.map((entry) => {
+    const record = v.records[entry.verifier] || { checks: 0, agreed: 0, dissented: 0, absent: 0 };
+    const duty = v.on_duty.includes(entry.verifier) ? "on duty" : "off duty";
+    return el("tr", { "data-verifier": entry.verifier }, el("td", {}, entry.verifier), el("td", {}, String(entry.stake)),
+      el("td", {}, duty), el("td", {}, `${record.checks} checks, ${record.agreed} agreed, ` +
+        `${record.dissented} dissented, ${record.absent} absent`));
+  });
+  return [el("section", { id: "verifiers" },
+    el("h2", {}, `Verifiers (epoch ${v.epoch ?? "-"}, ${v.epoch_seconds} s)`),
+    rows.length ? el("table", {}, ...rows) : el("p", { class: "empty" }, "no verifier is enlisted"))];
+}
+
 function card(container) {
   const sessions = state.sessions.filter((s) => s.container === container.container);
   const availability = container.availability;
@@ -92,6 +139,7 @@ function card(container) {
     el("h3", {}, "Host"),
     terms(hostRows(container)),
     ...gpuSections(container),
+    ...verificationSection(container),
   );
 }
 
@@ -99,7 +147,7 @@ function render() {
   const { containers, sessions, errors, updatedAt, error } = state;
   const cards = containers.map(card);
   if (!cards.length) cards.push(el("p", { class: "empty" }, "no container is registered"));
-  document.getElementById("containers").replaceChildren(...cards);
+  document.getElementById("containers").replaceChildren(...cards, ...verifiersSection());
   const summary = `${count(containers.length, "container")}, ${count(sessions.length, "session")}, ` +
     `${count(errors, "message")} refused`;
   const when = updatedAt ? `updated ${updatedAt.toLocaleTimeString()}` : "never updated";
@@ -115,11 +163,12 @@ async function fetchJson(url) {
 // Each poll waits for the previous one: a slow server gets fewer requests, never a pile of them.
 async function poll() {
   try {
-    const [{ containers }, { sessions, errors }] = await Promise.all([
+    const [{ containers }, { sessions, errors }, verifiers] = await Promise.all([
       fetchJson("/api/containers"),
       fetchJson("/api/sessions"),
+      fetchJson("/api/verifiers"),
     ]);
-    Object.assign(state, { containers, sessions, errors, updatedAt: new Date(), error: null });
+    Object.assign(state, { containers, sessions, verifiers, errors, updatedAt: new Date(), error: null });
   } catch (error) {
     state.error = `signaling unreachable: ${error.message}`;
   }

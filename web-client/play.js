@@ -215,6 +215,9 @@ function onSignal(event) {
   }
 }
 
+// A verifier's Chromium bot opens the page with its check's ticket (verifier/bot_session.py).
+const ticket = new URLSearchParams(location.search).get("ticket") ?? "";
+
 function play() {
   $("play").disabled = true;
   $("end").disabled = false;
@@ -227,7 +230,7 @@ function play() {
     await checked;
     socket.onmessage = onSignal;
     socket.onclose = () => pc && teardown("signaling connection closed");
-    if (ws === socket) send({ type: "play", game: "reference", probe: true, ...qualityChoice() });
+    if (ws === socket) send({ type: "play", game: "reference", probe: true, ticket, ...qualityChoice() });
   }, (error) => teardown(error.message));
 }
 

@@ -1,0 +1,128 @@
+"""A verifier on duty: enlists with an indexer, runs the checks it is assigned, reports verdicts.
+
+The checks themselves live beside it: bot sessions in verifier/bot_session.py, the
+registration check in verifier/registration.py. This module only keeps the connection, runs
+each assignment in a task it owns, and sends the verdict back. A check the container made
+impossible (refused the session, never finished it in time) is a failed verdict with the
+reason; one that broke on this verifier's side is no verdict at all (the committee counts the
+member absent), so a verifier's own trouble never costs a container its standing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from signaling import protocol as p
+from signaling.verification import report_of
+from verifier.bot import BotError
+from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
+from verifier.registration import ContainerFailedCheckError, InspectionInbox, inspect_container
+from verifier.verdict import Check, Finding, Verdict
+
+log = logging.getLogger(__name__)
+
+RECONNECT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierConfig:
+    server_url: str  # the indexer, http://HOST:PORT
+    verifier_id: str
+    stake: int = 100
+    mode: str = "aiortc"  # how bot sessions play: one of verifier.bot_session.MODES
+    limits: BotLimits = field(default_factory=BotLimits)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown bot mode {self.mode!r}; expected one of {MODES}")
+
+
+class VerifierAgent:
+    def __init__(self, config: VerifierConfig) -> None:
+        self.config = config
+        self.verdicts: list[Verdict] = []  # what it reported, newest last
+        self._inbox = InspectionInbox()
+        self.enlisted = asyncio.Event()  # set once the indexer has it on the roster
+
+    @property
+    def socket_url(self) -> str:
+        return self.config.server_url.replace("http", "ws", 1).rstrip("/") + "/ws/verifier"
+
+    async def run(self) -> None:
+        """Serve until cancelled, reconnecting when the indexer goes away."""
+        while True:
+            try:
+                await self.serve_once()
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("verifier %s: indexer unreachable (%s)", self.config.verifier_id, exc)
+            await asyncio.sleep(RECONNECT_S)
+
+    async def serve_once(self) -> None:
+        """One connection: enlist, then run assignments as they come, until it closes."""
+        cfg = self.config
+        async with aiohttp.ClientSession() as http, http.ws_connect(self.socket_url) as ws:
+            await ws.send_str(p.Enlist(cfg.verifier_id, cfg.stake).to_json())
+            async with asyncio.TaskGroup() as checks:
+                async for frame in ws:
+                    if frame.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    message = p.parse_message(frame.data, "server")
+                    if isinstance(message, p.Assignment):
+                        checks.create_task(self._run(ws, http, message))
+                    elif isinstance(message, p.InspectionCommitment | p.InspectionRows):
+                        self._inbox.deliver(message)
+                    elif isinstance(message, p.Enlisted):
+                        self.enlisted.set()
+                    elif isinstance(message, p.Error):
+                        log.warning("verifier %s: indexer says %s", cfg.verifier_id, message.reason)
+
+    async def check(
+        self, ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, task: p.Assignment
+    ) -> Verdict:
+        """Run one assigned check and judge it."""
+        cfg = self.config
+        if task.kind == Check.BOT.value:
+            request = SessionRequest(
+                cfg.server_url, ticket=task.ticket, width=task.width, height=task.height,
+                fps=task.fps,
+            )  # fmt: skip
+            verdict, _ = await run_bot_session(
+                request, verifier_id=cfg.verifier_id, mode=cfg.mode, limits=cfg.limits
+            )
+            return verdict
+
+        async def send(message: p.Message) -> None:
+            await ws.send_str(message.to_json())
+
+        return await inspect_container(
+            http, cfg.server_url, cfg.verifier_id, task, send=send, inbox=self._inbox
+        )
+
+    def judge(self, verdict: Verdict) -> Verdict:
+        """The verdict this verifier reports for what it measured: as measured."""
+        return verdict
+
+    async def _run(
+        self, ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, task: p.Assignment
+    ) -> None:
+        who = self.config.verifier_id
+        try:
+            async with asyncio.timeout(task.deadline_ms / 1000):
+                verdict = await self.check(ws, http, task)
+        except (BotError, ContainerFailedCheckError, TimeoutError) as exc:  # the container's
+            detail = f"the {task.kind} check could not be completed: {exc or 'timed out'}"
+            finding = Finding("check_completed", False, detail=detail[:512])
+            verdict = Verdict(task.container, who, Check(task.kind), time.time(), (finding,))
+        except Exception:  # ours: abstain rather than blame the container
+            log.exception("verifier %s: %s check of %s broke", who, task.kind, task.container)
+            return
+        verdict = self.judge(verdict)
+        self.verdicts.append(verdict)
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(report_of(verdict, task.check).to_json())
