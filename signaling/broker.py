@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
 from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError, Waiting
 from indexer.registry import ContainerSpec
-from indexer.selection import Policy, Request
+from indexer.selection import Policy, Request, Requirements
 from indexer.store import RegistryStore
 from signaling import protocol as p
 from signaling.probing import ProbeRounds
@@ -61,16 +61,21 @@ class SessionBroker:
         store: RegistryStore,
         queue: PlayQueue,
         new_session_id: Callable[[], str],
+        *,
         probes: ProbeRounds | None = None,
         tickets: Callable[[str], str | None] | None = None,
+        requirements: Callable[[str], Awaitable[Requirements | None]] | None = None,
     ) -> None:
         """`probes`: place players who can probe (indexer/placement.py) before their claim;
         None claims for every player without a coordinate (RTT unranked, every bound met).
-        `tickets`: the container a verifier's bot-session ticket seats it on, if valid."""
+        `tickets`: the container a verifier's bot-session ticket seats it on, if valid.
+        `requirements`: what a studio's build needs of a host (its manifest), None for a game
+        without a manifest (the reference game)."""
         self.store = store
         self.queue = queue
         self.probes = probes
         self._tickets = tickets
+        self._requirements = requirements
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
@@ -184,6 +189,9 @@ class SessionBroker:
                 "unexpected", "this player already has a session or a place in the queue"
             )
         request = request_of(message)
+        needs = None if self._requirements is None else await self._requirements(message.game)
+        if needs is not None:
+            request = replace(request, requirements=needs)
         if message.ticket:
             return await self._verification_session(player_id, message.ticket, request, now)
         if message.probe and probes is not None:
@@ -275,8 +283,9 @@ class SessionBroker:
         self._move(session, SessionStatus.CONNECTING)
         request = session.request
         relay = p.SessionOffer(
-            session.session_id, message.sdp, request.width, request.height, request.fps
-        )
+            session.session_id, message.sdp, request.width, request.height, request.fps,
+            request.build,
+        )  # fmt: skip
         assert session.container_id is not None  # set when matched
         return [Outgoing("container", session.container_id, relay)]
 

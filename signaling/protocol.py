@@ -473,6 +473,7 @@ class SessionOffer(Message):
     width: int = field(metadata={"low": 320, "high": 3840, "even": True})
     height: int = field(metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(metadata={"low": 1, "high": 240})
+    game: str = field(default="reference", metadata={"max": 64})  # a deployed build's name
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from builds.catalog import BuildCatalog
-from builds.http import add_build_routes
+from builds.http import CATALOG, add_build_routes
 from builds.members import ArchiveLimits
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from indexer import keys
@@ -40,6 +40,7 @@ from indexer.placement import Placement
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.redis_store import RedisStore
 from indexer.registry import ContainerRegistry
+from indexer.selection import Requirements
 from indexer.shared_registry import SharedRegistry
 from indexer.store import ContainerView, MemoryStore, RegistryStore
 from signaling import protocol as p
@@ -106,6 +107,9 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app[STARTED] = time.time()
+    if config.builds_dir is not None:  # before the broker, which reads builds' manifests
+        catalog = BuildCatalog(config.builds_dir, config.build_limits)
+        add_build_routes(app, catalog, StudioKeys(config.builds_dir / STUDIO_KEYS_FILE))
     if config.redis_url is None:
         liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
         registry = ContainerRegistry(
@@ -123,9 +127,6 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     else:
         log.warning("registrations are not authenticated: no host key store configured")
     app.on_shutdown.append(_close_sockets)
-    if config.builds_dir is not None:
-        catalog = BuildCatalog(config.builds_dir, config.build_limits)
-        add_build_routes(app, catalog, StudioKeys(config.builds_dir / STUDIO_KEYS_FILE))
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/ws/verifier", verifier_socket)
@@ -141,6 +142,18 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     return app
 
 
+def _manifest_requirements(
+    catalog: BuildCatalog,
+) -> Callable[[str], Awaitable[Requirements | None]]:
+    """What a build's latest manifest asks of a host, read off the event loop (SQLite)."""
+
+    async def requirements(game: str) -> Requirements | None:
+        record = await asyncio.to_thread(catalog.latest, game)
+        return None if record is None else record.manifest.requirements()
+
+    return requirements
+
+
 def _join(app: web.Application, store: RegistryStore) -> None:
     """The broker and the verification desk over one registry store."""
     config = app[CONFIG]
@@ -154,7 +167,11 @@ def _join(app: web.Application, store: RegistryStore) -> None:
     desk = app[DESK] = VerificationDesk(coordinator, store)
     probes = ProbeRounds(Placement(VivaldiConfig(), rng))
     queue = PlayQueue(config.relaxation, config.queue_limit)
-    app[BROKER] = SessionBroker(store, queue, new_session_id, probes, desk.ticket)
+    catalog = app.get(CATALOG)
+    requirements = None if catalog is None else _manifest_requirements(catalog)
+    app[BROKER] = SessionBroker(
+        store, queue, new_session_id, probes=probes, tickets=desk.ticket, requirements=requirements
+    )
 
 
 async def _shared_network(app: web.Application) -> AsyncIterator[None]:

@@ -15,11 +15,16 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
+from builds.errors import DeployError
 from indexer.keys import HostCredentials
 from signaling import protocol as p
+from streamer.build_run import build_frames
+from streamer.deploy import DeployedBuild, deploy, deployed_builds
+from streamer.game_process import GameExit
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.inspected import ChallengeSolver
 from streamer.probe_endpoint import probe_endpoint
@@ -59,6 +64,10 @@ class AgentConfig:
     # Where players time round trips to this host before a claim (streamer/probe_endpoint.py):
     # (bind address, port, the host name players reach it by); None: no probes.
     probe: tuple[str, int, str] | None = None
+    # Studios' builds (builds/): deployed under `builds_dir`, and the ones named in `deploy`
+    # fetched from the indexer (latest version) at start; each is announced as a game.
+    builds_dir: Path | None = None
+    deploy: tuple[str, ...] = ()
 
 
 class ContainerAgent:
@@ -75,6 +84,9 @@ class ContainerAgent:
         self._closing: set[asyncio.Future[None]] = set()  # sessions whose peers are closing
         self.telemetry = TelemetryReader()
         self._probe_url = ""  # announced once the probe endpoint listens
+        self.builds: dict[str, DeployedBuild] = {}  # by name: what sessions may ask to play
+        self.game_exits: list[tuple[str, GameExit]] = []  # (session, how its game ended)
+        self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
 
     async def run(self) -> None:
@@ -89,6 +101,7 @@ class ContainerAgent:
                     )
                     log.info("players probe this host at %s", self._probe_url)
                 http = await stack.enter_async_context(aiohttp.ClientSession())
+                await self._deploy(http)
                 while True:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
@@ -122,7 +135,7 @@ class ContainerAgent:
         cfg = self.config
         register = p.Register(
             cfg.container_id,
-            list(cfg.games),
+            [*cfg.games, *self.builds],
             [cfg.encoder],
             cfg.max_width,
             cfg.max_height,
@@ -220,15 +233,40 @@ class ContainerAgent:
             due += interval
             await asyncio.sleep(max(0.0, due - loop.time()))
 
+    async def _deploy(self, http: aiohttp.ClientSession) -> None:
+        """Fetch, verify and unpack the builds the operator named; know every deployed one."""
+        root = self.config.builds_dir
+        if root is None:
+            return
+        base = self.config.server_url.replace("ws", "http", 1).split("/ws/", 1)[0]
+        if self.config.deploy:
+            async with http.get(f"{base}/api/builds") as response:
+                response.raise_for_status()
+                listed = (await response.json())["builds"]
+            for name in self.config.deploy:
+                versions = [b for b in listed if b["name"] == name]
+                if not versions:
+                    raise DeployError(f"the indexer at {base} has no build named {name!r}")
+                latest = max(versions, key=lambda b: b["uploaded_at"])
+                await deploy(http, base, latest["sha256"], root)
+        self.builds = {build.name: build for build in deployed_builds(root)}
+        if self.builds:
+            log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
+
     async def _start_session(
         self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
     ) -> None:
         session_id = offer.session
         cfg = self.config
+        build = self.builds.get(offer.game)
+        width, height, fps = offer.width, offer.height, offer.fps
+        if build is not None:  # a build runs at its manifest's size and rate
+            manifest = build.manifest
+            width, height, fps = manifest.width, manifest.height, manifest.fps
         options = StreamOptions(
-            offer.width,
-            offer.height,
-            offer.fps,
+            width,
+            height,
+            fps,
             codec=cfg.codec,
             encoder=cfg.encoder,
             gpu=cfg.frames_on == "gpu",
@@ -240,12 +278,33 @@ class ContainerAgent:
             await ws.send_str(p.Playing(session_id).to_json())
 
         async def ended(reason: str) -> None:
+            reason = reason[: p.MAX_TEXT]  # the protocol's limit: a long crash line is cut
             ending = self.sessions.pop(session_id, None)
             if ending is not None:
                 await self._close(ending, reason)  # one that failed before DTLS never closes itself
                 await ws.send_str(p.End(session_id, reason).to_json())
 
-        session = StreamSession(session_id, options, playing, ended)
+        async def game_ended(how: GameExit) -> None:
+            """The game exited on its own: end the session in a task of the agent's (ending
+            it stops the game's process, whose watcher is what calls this)."""
+            self.game_exits.append((session_id, how))
+            log.warning("container %s: %s", cfg.container_id, how.describe())
+            ending = asyncio.ensure_future(ended(how.describe()))
+            self._closing.add(ending)
+            ending.add_done_callback(self._closing.discard)
+
+        frames = None
+        if build is not None:
+            run = self._runs[session_id] = contextlib.AsyncExitStack()
+            try:
+                frames = await run.enter_async_context(build_frames(build, game_ended))
+            except Exception as exc:  # no display, a game that will not start...
+                await run.aclose()
+                del self._runs[session_id]
+                reason = f"cannot start {build.name}: {exc}"
+                await ws.send_str(p.End(session_id, reason).to_json())
+                return
+        session = StreamSession(session_id, options, playing, ended, frames)
         self.sessions[session_id] = session
         try:
             answer = await session.accept(offer.sdp)
@@ -268,10 +327,19 @@ class ContainerAgent:
 
     async def _close(self, session: StreamSession, reason: str) -> None:
         """Close a session's peer in a task of its own, which a cancelled agent still awaits."""
-        closing = asyncio.ensure_future(session.close(reason))
+        closing = asyncio.ensure_future(self._shut(session, reason))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
         await asyncio.shield(closing)
+
+    async def _shut(self, session: StreamSession, reason: str) -> None:
+        """The peer first, then the build's run behind it (capture, input, game, display)."""
+        try:
+            await session.close(reason)
+        finally:
+            run = self._runs.pop(session.session_id, None)
+            if run is not None:
+                await run.aclose()
 
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):

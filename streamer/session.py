@@ -23,7 +23,7 @@ from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
 from streamer.rtcp_feedback import observe_feedback
 from streamer.sdp import negotiated_video_codec, without_mdns_candidates
-from streamer.track import GameVideoTrack
+from streamer.track import GameFrames, GameVideoTrack
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class StreamSession:
         options: StreamOptions,
         on_playing: Callable[[], Awaitable[None]],
         on_ended: Callable[[str], Awaitable[None]],
+        frames: GameFrames | None = None,
     ) -> None:
+        """`frames`: a build's window (streamer/build_run.py); None streams the reference game."""
         self.session_id = session_id
         self.options = options
         self.track = GameVideoTrack(
@@ -69,8 +71,9 @@ class StreamSession:
             options.height,
             options.impairment.frame_rate(options.fps),
             options.seed,
-            gpu=options.gpu,
+            gpu=options.gpu and frames is None,
             steady_release=options.steady_release,
+            frames=frames,
         )
         self.input = InputCounters()
         self._pc = RTCPeerConnection()

@@ -83,7 +83,7 @@ async def test_happy_path() -> None:
     assert list(seats(broker)) == ["s1"]
 
     assert await broker.offer("p1", OFFER) == [
-        Outgoing("container", "c1", p.SessionOffer("s1", "offer-sdp", 1280, 720, 60))
+        Outgoing("container", "c1", p.SessionOffer("s1", "offer-sdp", 1280, 720, 60, "tetris"))
     ]
     assert status(broker) is SessionStatus.CONNECTING
     assert availability(broker) is Availability.RESERVED

@@ -35,7 +35,7 @@ def new_broker() -> tuple[SessionBroker, ContainerRegistry]:
     )
     probes = ProbeRounds(Placement(VivaldiConfig(), np.random.default_rng(1)))
     broker = SessionBroker(
-        MemoryStore(registry), PlayQueue(Relaxation()), lambda: f"s{next(counter)}", probes
+        MemoryStore(registry), PlayQueue(Relaxation()), lambda: f"s{next(counter)}", probes=probes
     )
     return broker, registry
 

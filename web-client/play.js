@@ -218,6 +218,25 @@ function onSignal(event) {
 // A verifier's Chromium bot opens the page with its check's ticket (verifier/bot_session.py).
 const ticket = new URLSearchParams(location.search).get("ticket") ?? "";
 
+// Studios' builds the network knows (/api/builds, absent where uploads are off) join the
+// reference game in the choice; ?game=NAME picks one when the page opens.
+async function listGames() {
+  const select = $("game");
+  try {
+    const response = await fetch("/api/builds", { cache: "no-store" });
+    if (response.ok) {
+      const names = new Set((await response.json()).builds.map((build) => build.name));
+      for (const name of [...names].sort()) select.append(new Option(name, name));
+    }
+  } catch {
+    // no builds listed: the reference game alone
+  }
+  const wanted = new URLSearchParams(location.search).get("game");
+  if (wanted && [...select.options].some((option) => option.value === wanted)) select.value = wanted;
+  state.gamesListed = true;
+}
+listGames();
+
 function play() {
   $("play").disabled = true;
   $("end").disabled = false;
@@ -230,7 +249,7 @@ function play() {
     await checked;
     socket.onmessage = onSignal;
     socket.onclose = () => pc && teardown("signaling connection closed");
-    if (ws === socket) send({ type: "play", game: "reference", probe: true, ticket, ...qualityChoice() });
+    if (ws === socket) send({ type: "play", game: $("game").value, probe: true, ticket, ...qualityChoice() });
   }, (error) => teardown(error.message));
 }
 

@@ -1,0 +1,40 @@
+"""One session's run of a deployed build: its own X display, the game, input and capture.
+
+Each session gets a fresh Xvfb at the manifest's resolution, the build's entry started on it
+(streamer/game_process.py), XTEST input (streamer/x_input.py) and a capture at the manifest's
+fps (streamer/window_capture.py), handed to the session's track as `WindowFrames`. They stop in
+the reverse order, whatever ended the session; a game that exits on its own calls
+`on_exit` with how it ended (a crash: exit code or signal and its last stderr lines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from streamer.deploy import DeployedBuild
+from streamer.game_process import GameExit, GameProcess, resolve_entry
+from streamer.window_capture import WindowCapture, WindowFrames
+from streamer.x_input import XTestInput
+from streamer.xdisplay import XvfbDisplay
+
+
+@contextlib.asynccontextmanager
+async def build_frames(
+    build: DeployedBuild, on_exit: Callable[[GameExit], Awaitable[None]]
+) -> AsyncIterator[WindowFrames]:
+    """Run `build` until the block exits; yields its window as a track's frames."""
+    manifest = build.manifest
+    width, height = manifest.width, manifest.height
+    async with contextlib.AsyncExitStack() as stack:
+        display = await stack.enter_async_context(XvfbDisplay(width, height))
+        argv = resolve_entry(manifest.entry)
+        await stack.enter_async_context(
+            GameProcess(argv, cwd=build.path, display=display.name, on_crash=on_exit)
+        )
+        x_input = await stack.enter_async_context(XTestInput(display.name, width, height))
+        capture = WindowCapture(
+            display.name, width, height, manifest.fps, x_input.log.sequence_before
+        )
+        await stack.enter_async_context(capture)
+        yield WindowFrames(capture, x_input, mark=True)
