@@ -202,6 +202,8 @@ async def _container(args: argparse.Namespace) -> None:
         host_key=None if args.host_key is None else HostCredentials.load(args.host_key),
         other_servers=tuple(others),
         impairment=impairment,
+        builds_dir=args.builds,
+        deploy=tuple(args.deploy),
         probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
@@ -223,6 +225,22 @@ def _bench_passing_options(args: argparse.Namespace) -> None:
     raise SystemExit(module.main(options))
 
 
+def _add_build_options(container: argparse.ArgumentParser) -> None:
+    container.add_argument(
+        "--builds",
+        type=Path,
+        default=Path.home() / ".local/share/gamecast/deployed",
+        help="where this host unpacks studios' builds (default: %(default)s)",
+    )
+    container.add_argument(
+        "--deploy",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="host this build: fetched from the indexer at start (repeat for each)",
+    )
+
+
 def _add_probe_options(container: argparse.ArgumentParser) -> None:
     container.add_argument(
         "--probe-host",
@@ -233,7 +251,8 @@ def _add_probe_options(container: argparse.ArgumentParser) -> None:
     container.add_argument("--probe-port", type=int, default=0, help="(default: any free port)")
 
 
-def _add_probes_and_impairments(container: argparse.ArgumentParser) -> None:
+def _add_container_extras(container: argparse.ArgumentParser) -> None:
+    _add_build_options(container)
     _add_probe_options(container)
     impair = container.add_argument_group(
         "impairments", "faults on purpose, to show that verifiers catch them; never for players"
@@ -389,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--price", type=float, default=0.0, help="what a player pays per minute (default: 0)"
     )
     media(container)
-    _add_probes_and_impairments(container)
+    _add_container_extras(container)
     container.set_defaults(handler=lambda a: _run(_container(a)))
     verifier_cli.add_commands(commands)
 
