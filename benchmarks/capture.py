@@ -31,7 +31,7 @@ import psutil
 from Xlib import X
 from Xlib import display as xlib_display
 
-from benchmarks.report import Column, limit, machine, print_limits, table, write_json
+from benchmarks.report import Column, limit, machine, print_end, print_limits, table
 from streamer.game_process import GameProcess, resolve_entry
 from streamer.window_capture import WindowCapture
 from streamer.xdisplay import XvfbDisplay
@@ -199,13 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(report["results"], COLUMNS))
     print_limits(7, report["targets"], form="{:,.2f}")
-    load = os.getloadavg()[0]
-    if load > 1.5:
-        print(f"  note: load average {load:.2f} after the run: the machine was busy")
-    print()
-    print(json.dumps(report))
-    if args.json:
-        print(f"\nJSON written to {write_json(args.json, report)}")
+    print_end(report, args.json)
     return 0
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import math
 import os
 import statistics
@@ -56,7 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.report import Column, limit, machine, print_limits, table, write_json
+from benchmarks.report import Column, limit, machine, print_end, print_limits, table
 from indexer.coordinates import Coordinate
 from indexer.errors import NoContainerError
 from indexer.lifecycle import FULL
@@ -711,13 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     if not math.isnan(report["speedup"]):
         print(f"speed-up over the scan: {report['speedup']:,.0f}x")
     print_limits(5, report["targets"])
-    load = os.getloadavg()[0]
-    if load > 1.5:
-        print(f"  note: load average {load:.2f} after the run: the machine was busy")
-    print()
-    print(json.dumps(report))
-    if args.json:
-        print(f"\nJSON written to {write_json(args.json, report)}")
+    print_end(report, args.json)
     return 0
 
 

@@ -67,7 +67,7 @@ from benchmarks.indexer import (
     warm,
 )
 from benchmarks.redis_server import running_redis_server
-from benchmarks.report import Column, limit, machine, print_limits, table, write_json
+from benchmarks.report import Column, limit, machine, print_end, print_limits, table
 from indexer.errors import NoContainerError
 from indexer.lifecycle import FULL, Event, LivenessConfig, offered
 from indexer.redis_store import Claimed, RedisStore, Refused
@@ -525,13 +525,7 @@ def main(argv: list[str] | None = None) -> int:
           f"overbooked, {store['sessions_in_two_containers']} sessions in two containers, "
           f"{store['sessions_astray']} astray")  # fmt: skip
     print_limits(5, report["targets"], "{:,.0f}")
-    load = os.getloadavg()[0]
-    if load > 2.5:
-        print(f"  note: load average {load:.2f} after the run: the machine was busy")
-    print()
-    print(json.dumps(report))
-    if args.json:
-        print(f"\nJSON written to {write_json(args.json, report)}")
+    print_end(report, args.json, busy_load=2.5)
     return 0
 
 

@@ -55,3 +55,15 @@ def print_limits(issue: int, limits: dict[str, dict[str, Any]], form: str = "{:,
     for name, check in limits.items():
         verdict = "met" if check["met"] else "MISSED"
         print(f"  {name}: {verdict}  {form.format(check['value'])} (target {check['target']:,})")
+
+
+def print_end(report: dict[str, Any], json_path: str | None, busy_load: float = 1.5) -> None:
+    """How every benchmark ends: a note when the machine was busy (its figures then say less),
+    the report as one JSON line, and where it was written."""
+    load = os.getloadavg()[0]
+    if load > busy_load:
+        print(f"  note: load average {load:.2f} after the run: the machine was busy")
+    print()
+    print(json.dumps(report))
+    if json_path:
+        print(f"\nJSON written to {write_json(json_path, report)}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import psutil
 
 from benchmarks.latency import container_process
-from benchmarks.report import Column, limit, machine, print_limits, table, write_json
+from benchmarks.report import Column, limit, machine, print_end, print_limits, table
 from gamecast.runtime import serve
 from verifier.bot_session import BotLimits, SessionRequest, judge_session, observe_aiortc
 from verifier.trace import DEFAULT_TRACE, InputTrace, load_trace
@@ -150,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(report["results"], COLUMNS))
     print_limits(6, report["targets"], form="{:.2f}")
-    print()
-    print(json.dumps(report))
-    if args.json:
-        print(f"\nJSON written to {write_json(args.json, report)}")
+    print_end(report, args.json)
     return 0
 
 

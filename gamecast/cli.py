@@ -143,6 +143,7 @@ async def _indexer(args: argparse.Namespace) -> None:
         redis_url=args.redis,
         indexers=tuple(args.publish),
         builds_dir=args.data,
+        admit_on_register=not args.inspect,
         **({"indexer_id": args.indexer_id} if args.indexer_id else {}),
     )
     async with serve(args.host, args.port, config) as server:
@@ -151,7 +152,10 @@ async def _indexer(args: argparse.Namespace) -> None:
         print(f"  host keys: {args.host_keys} (gamecast keys issue --host NAME)")
         print(f"  game builds: {args.data} (studios: gamecast studio-keys issue NAME)")
         shared = f"shared through {args.redis}" if args.redis else "in memory (one indexer)"
-        print(f"  registry: {shared}", flush=True)
+        print(f"  registry: {shared}")
+        admission = "after verifiers' registration check" if args.inspect else "on registration"
+        print(f"  containers admitted {admission}; verifiers enlist at {server.url}/ws/verifier",
+              flush=True)  # fmt: skip
         await _forever()
 
 
@@ -278,6 +282,46 @@ def _add_container_extras(container: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_indexer(commands: Any) -> None:
+    indexer = commands.add_parser("indexer", help="run the signaling server and indexer only")
+    indexer.add_argument("--host", default="127.0.0.1")
+    indexer.add_argument("--port", type=int, default=8080)
+    indexer.add_argument(
+        "--host-keys",
+        type=Path,
+        default=DEFAULT_KEY_STORE,
+        help="the host key store registrations are checked against (default: %(default)s)",
+    )
+    indexer.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the registry with other indexers: redis://HOST:PORT or unix:///PATH",
+    )
+    indexer.add_argument("--indexer-id", help="this indexer's id on the network (default: random)")
+    indexer.add_argument(
+        "--publish",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="an indexer players may use (http://HOST:PORT); repeat for each, this one included",
+    )
+    indexer.add_argument(
+        "--inspect",
+        action="store_true",
+        help="offer a container to players only once verifiers passed its registration check"
+        " (without: announced specs are taken as inspected)",
+    )
+    indexer.add_argument(
+        "--data",
+        type=Path,
+        default=builds_cli.DEFAULT_DATA,
+        help="where studios' uploaded builds are kept (default: %(default)s)",
+    )
+    indexer.add_argument("--heartbeat-period", type=float, default=2.0, metavar="SECONDS")
+    indexer.add_argument("--missed-heartbeats", type=int, default=3, metavar="N")
+    indexer.set_defaults(handler=lambda a: _run(_indexer(a)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamecast", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -343,37 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     media(up)
     up.set_defaults(handler=lambda a: _run(_up(a)))
 
-    indexer = commands.add_parser("indexer", help="run the signaling server and indexer only")
-    indexer.add_argument("--host", default="127.0.0.1")
-    indexer.add_argument("--port", type=int, default=8080)
-    indexer.add_argument(
-        "--host-keys",
-        type=Path,
-        default=DEFAULT_KEY_STORE,
-        help="the host key store registrations are checked against (default: %(default)s)",
-    )
-    indexer.add_argument(
-        "--redis",
-        metavar="URL",
-        help="share the registry with other indexers: redis://HOST:PORT or unix:///PATH",
-    )
-    indexer.add_argument("--indexer-id", help="this indexer's id on the network (default: random)")
-    indexer.add_argument(
-        "--publish",
-        metavar="URL",
-        action="append",
-        default=[],
-        help="an indexer players may use (http://HOST:PORT); repeat for each, this one included",
-    )
-    indexer.add_argument(
-        "--data",
-        type=Path,
-        default=builds_cli.DEFAULT_DATA,
-        help="where studios' uploaded builds are kept (default: %(default)s)",
-    )
-    indexer.add_argument("--heartbeat-period", type=float, default=2.0, metavar="SECONDS")
-    indexer.add_argument("--missed-heartbeats", type=int, default=3, metavar="N")
-    indexer.set_defaults(handler=lambda a: _run(_indexer(a)))
+    _add_indexer(commands)
 
     keys = commands.add_parser("keys", help="issue, revoke and list the hosts' keys")
     keys.add_argument("--store", type=Path, default=DEFAULT_KEY_STORE, help="%(default)s")
