@@ -136,6 +136,11 @@ async def _up(args: argparse.Namespace) -> None:
 
 
 async def _indexer(args: argparse.Namespace) -> None:
+    if args.inspect and args.redis:
+        raise SystemExit(
+            "gamecast indexer: --inspect needs the in-memory registry in this release; "
+            "verification across indexers sharing Redis is not done (README)"
+        )
     config = ServerConfig(
         heartbeat_period=args.heartbeat_period,
         missed_heartbeats=args.missed_heartbeats,
