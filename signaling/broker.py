@@ -305,6 +305,41 @@ class SessionBroker:
             return []
         return await self.player_end(player_id, "the player disconnected", now)
 
+    # Live samples (a LIVE check, verifier/live_sample.py) ------------------------------------
+
+    def player_stats(self, player_id: str, message: p.PlayerStatsReport, now: float) -> None:
+        """Keep the page's summary with its playing session."""
+        session = self._player_session(player_id)
+        if session.status is not SessionStatus.PLAYING:
+            raise p.ProtocolError(
+                "unexpected", f"session {session.session_id} is {session.status.value}, not playing"
+            )
+        session.live.add_player(message.stats, now)
+
+    def session_timings(self, container_id: str, message: p.SessionTimings) -> None:
+        """Keep the container's frame timings with its session. A report that crossed the
+        session's end on the way is dropped: the container could not know yet."""
+        if message.session in self.sessions:
+            session = self._container_session(container_id, message.session, None)
+            session.live.add_timings(message)
+
+    def sampleable(self) -> dict[str, list[str]]:
+        """Container -> its playing sessions that a live check could sample now."""
+        live: dict[str, list[str]] = {}
+        for session in self.sessions.values():
+            if session.status is SessionStatus.PLAYING and session.live.sampleable:
+                assert session.container_id is not None  # set when matched
+                live.setdefault(session.container_id, []).append(session.session_id)
+        return live
+
+    def sample(self, session_id: str) -> p.SessionSample | None:
+        """What a live check of this session judges; None for a session this broker does
+        not have (ended, or another indexer's)."""
+        session = self.sessions.get(session_id)
+        if session is None or session.container_id is None:
+            return None
+        return session.live.sample(session_id, session.container_id, session.request.fps)
+
     # Internals ---------------------------------------------------------------------------------
 
     async def _match(self, player_id: str, request: Request, now: float) -> list[Outgoing]:

@@ -8,6 +8,7 @@ limits from /protocol.js, which is generated from this module.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -29,8 +30,14 @@ MAX_PRICE = 1000.0  # per minute, in the network's currency unit
 DEFAULT_RTT_BOUND_MS = 80
 POLICIES = ("lowest-cost", "best-experience", "best-overall")
 
+MAX_TIMINGS = 1200  # frame timings in one report or one live sample: 20 s at 60 fps
+MAX_FRAME_TIME_MS = 1e12  # a container's monotonic clock, in ms: 31 years of uptime
+MAX_ENCODE_MS = 60_000.0
+MAX_SUMMARIES = 30  # player summaries in one live sample: a minute at one every 2 s
+MAX_COUNT = 10**12  # a player's counters since its session started
+
 Role = Literal["player", "container", "server", "verifier"]
-CHECKS = ("registration", "bot")  # the checks a verifier is assigned (verifier/verdict.py)
+CHECKS = ("registration", "bot", "live")  # the checks a verifier is assigned (verifier/verdict.py)
 
 
 class ProtocolError(ValueError):
@@ -64,6 +71,17 @@ def _reading(low: int, high: int) -> dict[str, Any]:
 def _real_reading(high: float) -> dict[str, Any]:
     """Field rules of a nullable real-valued reading within [0, high]."""
     return {"low": 0.0, "high": high, "real": True, "null": True}
+
+
+def _figure(low: float, high: float) -> dict[str, Any]:
+    """Field rules of a player's figure within [low, high] that the page may lack: NaN there,
+    null once JSON.stringify wrote it; both read as None."""
+    return {"low": low, "high": high, "real": True, "null": True, "nan": True}
+
+
+def _timings(high: float) -> dict[str, Any]:
+    """Field rules of a series of frame timings, each within [0, high] ms."""
+    return {"low": 0.0, "high": high, "real": True, "items": MAX_TIMINGS}
 
 
 # Player -> server ------------------------------------------------------------------------------
@@ -126,6 +144,37 @@ class End(Message):
     senders = ("player", "container", "server")
     session: str = field(default="", metadata={"max": MAX_TEXT})
     reason: str = field(default="ended by peer", metadata={"max": MAX_TEXT})
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerStats:
+    """One summary of the page's getStats (web-client/stats.js, its camelCase names in snake
+    case), the player's side of a live sample (verifier/live_sample.py); None where the page
+    had no figure. The counters run from the start of the session."""
+
+    fps: float = field(metadata={"low": 0.0, "high": 1000.0, "real": True})
+    width: int = field(metadata={"low": 0, "high": 7680})
+    height: int = field(metadata={"low": 0, "high": 4320})
+    bitrate_kbps: float | None = field(metadata=_figure(0.0, 10_000_000.0))
+    rtt_ms: float | None = field(metadata=_figure(0.0, MAX_PROBE_MS))
+    jitter_buffer_ms: float | None = field(metadata=_figure(0.0, 60_000.0))
+    decode_ms: float | None = field(metadata=_figure(0.0, 60_000.0))
+    frames_decoded: int = field(metadata={"low": 0, "high": MAX_COUNT})
+    frames_dropped: int = field(metadata={"low": 0, "high": MAX_COUNT})
+    freezes: int = field(metadata={"low": 0, "high": MAX_COUNT})
+    # The marker's capture age (shared/MARKER.md), signed: negative where the clocks disagree.
+    g2g_p50_ms: float | None = field(metadata=_figure(-(2.0**31), 2.0**31))
+    codec: str = field(metadata={"max": 32})
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerStatsReport(Message):
+    """The page's latest summary, every ~2 s while its session plays: what a live sample of
+    the session (a LIVE check) weighs beside the container's own figures."""
+
+    type = "player_stats"
+    senders = ("player",)
+    stats: PlayerStats = field(metadata={"record": PlayerStats})
 
 
 # Records nested in container messages ---------------------------------------------------------
@@ -266,6 +315,19 @@ class Playing(Message):
     type = "playing"
     senders = ("container",)
     session: str = field(metadata={"max": MAX_TEXT})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimings(Message):
+    """A live session's frames since the container's last report (every ~2 s): when each was
+    handed to the sender, in ms on the container's monotonic clock, and how long each encode
+    took. The indexer keeps the latest MAX_TIMINGS of each for live samples."""
+
+    type = "session_timings"
+    senders = ("container",)
+    session: str = field(metadata={"max": MAX_TEXT})
+    frame_times_ms: list[float] = field(metadata=_timings(MAX_FRAME_TIME_MS))
+    encode_ms: list[float] = field(metadata=_timings(MAX_ENCODE_MS))
 
 
 # Verifier -> server ---------------------------------------------------------------------------
@@ -416,7 +478,7 @@ class Probe(Message):
 class Assignment(Message):
     """Server -> verifier: judge this check of this container before `deadline_ms` passes
     (milliseconds from now). A bot check names the stream to ask for and the ticket to ask
-    with (Play.ticket)."""
+    with (Play.ticket); a live check names the session to sample (SessionSample)."""
 
     type = "assignment"
     senders = ("server",)
@@ -429,6 +491,25 @@ class Assignment(Message):
     width: int = field(default=1280, metadata={"low": 320, "high": 3840, "even": True})
     height: int = field(default=720, metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(default=60, metadata={"low": 1, "high": 240})
+    session: str = field(default="", metadata={"max": MAX_TEXT})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSample(Message):
+    """Server -> verifier, at GET /api/sessions/{session}/sample: what a live check judges
+    (verifier/live_sample.py). The container's latest frame timings as it reported them
+    (SessionTimings) and the player's latest summaries, oldest first; `window_s` is the time
+    between the first and the last summary's arrival, `fps` the rate the session asked for."""
+
+    type = "session_sample"
+    senders = ("server",)
+    session: str = field(metadata={"max": MAX_TEXT})
+    container: str = field(metadata={"max": 64})
+    fps: int = field(metadata={"low": 1, "high": 240})
+    window_s: float = field(metadata={"low": 0.0, "high": 86_400.0, "real": True})
+    frame_times_ms: list[float] = field(metadata=_timings(MAX_FRAME_TIME_MS))
+    encode_ms: list[float] = field(metadata=_timings(MAX_ENCODE_MS))
+    player: list[PlayerStats] = field(metadata={"record": PlayerStats, "items": MAX_SUMMARIES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,10 +599,12 @@ MESSAGES: dict[str, type[Message]] = {
         Probed,
         Offer,
         End,
+        PlayerStatsReport,
         Register,
         Heartbeat,
         Answer,
         Playing,
+        SessionTimings,
         Enlist,
         VerdictReport,
         InspectionChallenge,
@@ -530,6 +613,7 @@ MESSAGES: dict[str, type[Message]] = {
         InspectionRows,
         Matched,
         Assignment,
+        SessionSample,
         Enlisted,
         Challenge,
         Probe,
@@ -588,11 +672,22 @@ def _values(cls: type[Any], data: dict[str, Any], where: str, envelope: set[str]
     return values
 
 
+def _items_noun(rules: Any) -> str:
+    """What a list's items are, for its error message."""
+    if "record" in rules:
+        return "objects"
+    if rules.get("real"):
+        return "numbers"
+    return "integers" if "low" in rules else "strings"
+
+
 def _check(where: str, value: Any, rules: Any) -> Any:
-    if value is None and rules.get("null"):
+    if rules.get("null") and (
+        value is None or (rules.get("nan") and isinstance(value, float) and math.isnan(value))
+    ):
         return None
     if "items" in rules:
-        noun = "objects" if "record" in rules else "integers" if "low" in rules else "strings"
+        noun = _items_noun(rules)
         if not isinstance(value, list) or len(value) > rules["items"]:
             raise ProtocolError(
                 "bad_field", f"{where} must be a list of at most {rules['items']} {noun}"

@@ -17,7 +17,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/api/containers/{container}/registration", container_registration)
     app.router.add_get("/api/containers", list_containers)
     app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/sessions/{session}/sample", session_sample)
     app.router.add_get("/api/indexers", list_indexers)
     app.router.add_get("/protocol.js", protocol_module)
     app.router.add_get("/", index_page)
@@ -229,7 +230,8 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
                 now = time.monotonic()
                 out = await broker.expire(now) + await broker.stalled(now)
                 out += await broker.probes_overdue(now)
-                assignments, demoted = await app[DESK].sweep(time.time(), now)
+                desk = app[DESK]
+                assignments, demoted = await desk.sweep(time.time(), now, broker.sampleable())
                 out += broker.sessions_lost(demoted, "a verifier demoted the container")
                 for verifier_id, assignment in assignments:
                     await _send(app[PEERS].get(("verifier", verifier_id)), assignment)
@@ -325,6 +327,9 @@ async def player_socket(request: web.Request) -> web.WebSocketResponse:
                     out = await broker.probed(player_id, message, time.monotonic())
                 elif isinstance(message, p.Offer):
                     out = await broker.offer(player_id, message)
+                elif isinstance(message, p.PlayerStatsReport):
+                    broker.player_stats(player_id, message, time.monotonic())
+                    out = []
                 else:
                     assert isinstance(message, p.End)
                     out = await broker.player_end(player_id, message.reason, time.monotonic())
@@ -453,6 +458,9 @@ async def _from_container(
         return await broker.playing(container_id, message, time.monotonic())
     if isinstance(message, p.End):
         return await broker.container_end(container_id, message, time.monotonic())
+    if isinstance(message, p.SessionTimings):
+        broker.session_timings(container_id, message)
+        return []
     if isinstance(message, p.InspectionCommitment | p.InspectionRows):
         verifier_id = app[DESK].answer_route(container_id, message.inspection)
         await _send(app[PEERS].get(("verifier", verifier_id)), message)
@@ -632,6 +640,17 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": rows, "errors": request.app[COUNTERS]["errors"]})
 
 
+async def session_sample(request: web.Request) -> web.Response:
+    """What a live check of a session judges (signaling/protocol.py SessionSample)."""
+    session_id = request.match_info["session"]
+    sample = request.app[BROKER].sample(session_id)
+    if sample is None:
+        raise web.HTTPNotFound(
+            text=f"no session {session_id!r} here: it ended, or another indexer holds it"
+        )
+    return web.Response(text=sample.to_json(), content_type="application/json")
+
+
 async def protocol_module(request: web.Request) -> web.Response:
     """The contract as an ES module, generated from signaling/protocol.py and the input schema."""
     contract = {
@@ -640,6 +659,7 @@ async def protocol_module(request: web.Request) -> web.Response:
         "MESSAGE_TYPES": {
             t: [f for f in cls.__dataclass_fields__] for t, cls in p.MESSAGES.items()
         },
+        "PLAYER_STATS_FIELDS": [f.name for f in fields(p.PlayerStats)],
         "INPUT_EVENTS": input_events.EVENT_FIELDS,
         "INPUT_LIMITS": {
             "maxMessageBytes": input_events.MAX_MESSAGE_BYTES,

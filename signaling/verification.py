@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from indexer.errors import IndexerError
@@ -29,6 +30,7 @@ from verifier.verdict import Check, Finding, Verdict
 log = logging.getLogger(__name__)
 
 BOT_STREAM = (1280, 720, 60)  # what a bot session asks for, within what the container offers
+FULL_LOAD = 1.0 - 1e-9  # a container this loaded has no seat for a bot session
 
 
 def bot_stream(spec: ContainerSpec) -> tuple[str, int, int, int]:
@@ -96,15 +98,19 @@ class VerificationDesk:
         return p.Enlisted(message.verifier, self.coordinator.config.rotation.epoch_seconds)
 
     async def sweep(
-        self, now: float, mono: float
+        self, now: float, mono: float, live: Mapping[str, Sequence[str]] | None = None
     ) -> tuple[list[tuple[str, p.Assignment]], list[str]]:
-        """Start the checks now due; decide rounds past their deadline. Returns the
-        assignments to send (verifier id, message) and the sessions demotions ended."""
+        """Start the checks now due; decide rounds past their deadline. `live`: each
+        container's sessions a live sample could be taken of (the broker's `sampleable`).
+        Returns the assignments to send (verifier id, message) and the sessions demotions
+        ended."""
         ended: list[str] = []
         for decision in self.coordinator.overdue(now):
             ended += await self._apply(decision, mono)
         views = {v.spec.container_id: v for v in self.store.views(mono) if v.live}
-        tasks = self.coordinator.due(((c, v.admission) for c, v in views.items()), now)
+        admissions = ((c, v.admission) for c, v in views.items())
+        full = {c for c, v in views.items() if v.load >= FULL_LOAD}
+        tasks = self.coordinator.due(admissions, now, live, full)
         out = []
         for task in tasks:
             assignment = self._assignment(task, views[task.container_id].spec, now)
@@ -228,4 +234,5 @@ class VerificationDesk:
             width=width,
             height=height,
             fps=fps,
+            session=task.session_id,
         )

@@ -2,8 +2,9 @@
 
 It registers its specs (host CPU, RAM and GPUs among them), heartbeats with its telemetry at
 the period the server asks for, answers relayed offers with a StreamSession, and reports when
-media flows and when a session ends. If the connection drops it reconnects with backoff and
-registers again.
+media flows, how each live session's frames went (every TIMINGS_PERIOD_S: the indexer keeps
+them for live samples) and when a session ends. If the connection drops it reconnects with
+backoff and registers again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,20 @@ from streamer.telemetry import TelemetryReader
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+TIMINGS_PERIOD_S = 2.0
+
+
+async def _every(
+    ws: aiohttp.ClientWebSocketResponse, interval: float, beat: Callable[[], Awaitable[None]]
+) -> None:
+    """Await `beat` now and every `interval` seconds of a monotonic schedule while `ws` is
+    open: the time a beat takes never stretches the period."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while not ws.closed:
+        await beat()
+        due += interval
+        await asyncio.sleep(max(0.0, due - loop.time()))
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,7 @@ class ContainerAgent:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         cfg = self.config
         async with asyncio.TaskGroup() as tasks:
-            heartbeat: asyncio.Task[None] | None = None
+            reporters: list[asyncio.Task[None]] = []  # heartbeat and timings, once registered
             async for frame in ws:
                 if frame.type is not aiohttp.WSMsgType.TEXT:
                     break
@@ -170,10 +186,12 @@ class ContainerAgent:
                 if isinstance(message, p.Challenge):
                     register = await self._registration(message.challenge)
                     await ws.send_str(register.to_json())
-                elif isinstance(message, p.Registered) and heartbeat is None:
-                    heartbeat = tasks.create_task(
-                        self._heartbeat(ws, message.heartbeat_interval_ms / 1000)
-                    )
+                elif isinstance(message, p.Registered) and not reporters:
+                    interval = message.heartbeat_interval_ms / 1000
+                    reporters = [
+                        tasks.create_task(self._heartbeat(ws, interval)),
+                        tasks.create_task(self._report_timings(ws)),
+                    ]
                     self.registered.set()
                     log.info("container %s registered", cfg.container_id)
                 elif isinstance(message, p.SessionOffer):
@@ -197,8 +215,8 @@ class ContainerAgent:
                         message.code,
                         message.reason,
                     )
-            if heartbeat is not None:
-                heartbeat.cancel()
+            for reporter in reporters:
+                reporter.cancel()
 
     async def _answer_challenge(
         self, ws: aiohttp.ClientWebSocketResponse, message: p.InspectionChallenge
@@ -225,13 +243,23 @@ class ContainerAgent:
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
         """Beat every `interval` from a monotonic schedule, so reading telemetry (in a worker
         thread: NVML calls block) never stretches the period the server counts on."""
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while not ws.closed:
+
+        async def beat() -> None:
             telemetry = await asyncio.to_thread(self.telemetry.telemetry)
             await ws.send_str(p.Heartbeat(telemetry).to_json())
-            due += interval
-            await asyncio.sleep(max(0.0, due - loop.time()))
+
+        await _every(ws, interval, beat)
+
+    async def _report_timings(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Each live session's frame timings since the last report (SessionTimings)."""
+
+        async def report() -> None:
+            for session in list(self.sessions.values()):
+                timings = session.timings()
+                if timings is not None:
+                    await ws.send_str(timings.to_json())
+
+        await _every(ws, TIMINGS_PERIOD_S, report)
 
     async def _deploy(self, http: aiohttp.ClientSession) -> None:
         """Fetch, verify and unpack the builds the operator named; know every deployed one."""

@@ -19,6 +19,9 @@ the loop and aiortc encodes them; there too only the newest waiting frame is kep
 Receiver feedback (streamer/rtcp_feedback.py) arrives on the loop: the bitrate decision is
 made there, and the keyframe gate is shared with the encode thread under a lock.
 
+Each frame's encode time and the moment it is handed to the sender are kept (`FrameTimings`)
+for the indexer's live samples: the container's own account of its frame rate and encoder.
+
 A container impaired on purpose (streamer/impairment.py) holds every output for a fixed time
 before the loop gets it (`hold_output`): a third thread keeps a delay line and hands each
 item on when it is due, so the loop's side is the same as without the delay.
@@ -45,7 +48,7 @@ from streamer.pacing import FramePacer, SteadyRelease
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 3  # encoded frames waiting for the loop before the stream restarts from an IDR
-_TIMINGS_KEPT = 600  # per-frame timings kept for statistics (10 s at 60 fps)
+TIMINGS_KEPT = 600  # per-frame timings kept between two reads (10 s at 60 fps)
 
 FrameProducer = Callable[[int], Any]  # slot index -> av.VideoFrame, called in the render thread
 _FAILED = object()  # what a thread that died on an error leaves for the loop
@@ -61,6 +64,34 @@ class PipelineStats:
     slots_skipped: int = 0  # pacer slots given up because rendering ran late
     backlog_flushes: int = 0
     keyframes: int = 0
+
+
+class FrameTimings:
+    """The sender's latest frames for live samples: when each was handed to the sender (ms on
+    the monotonic clock) and how long each encode took, rounded to 10 us. The encode thread
+    and the loop add; one reader takes what is new since its last `take`. Bounded: when
+    nobody reads, the oldest are dropped."""
+
+    def __init__(self, kept: int = TIMINGS_KEPT) -> None:
+        self._sent: deque[float] = deque(maxlen=kept)
+        self._encode: deque[float] = deque(maxlen=kept)
+        self._lock = threading.Lock()
+
+    def sent(self, at_ms: float) -> None:
+        with self._lock:
+            self._sent.append(round(at_ms, 2))
+
+    def encoded(self, took_ms: float) -> None:
+        with self._lock:
+            self._encode.append(round(took_ms, 2))
+
+    def take(self) -> tuple[list[float], list[float]]:
+        """The send times and encode times added since the last take, oldest first."""
+        with self._lock:
+            sent, encode = list(self._sent), list(self._encode)
+            self._sent.clear()
+            self._encode.clear()
+        return sent, encode
 
 
 class _NewestFrame:
@@ -105,7 +136,7 @@ class SenderPipeline:
     ) -> None:
         self.fps = fps
         self.stats = PipelineStats()
-        self.encode_ms: deque[float] = deque(maxlen=_TIMINGS_KEPT)
+        self.timings = FrameTimings()
         self.bitrate = bitrate
         self.keyframes = KeyframeGate()
         self._produce = produce
@@ -143,6 +174,7 @@ class SenderPipeline:
                     continue
                 self._awaiting_keyframe = False
             self.stats.frames_sent += 1
+            self.timings.sent(time.monotonic() * 1000)
             return item
 
     def hold_output(self, delay: float) -> None:
@@ -224,7 +256,7 @@ class SenderPipeline:
                     self._restart = False
                 started = time.perf_counter()
                 encoded = encoder.encode_frame(frame, keyframe)
-                self.encode_ms.append((time.perf_counter() - started) * 1000)
+                self.timings.encoded((time.perf_counter() - started) * 1000)
                 self.stats.frames_encoded += 1
                 self.stats.keyframes += encoded.keyframe
                 if self.release is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from signaling import protocol as p
 from signaling.rate_limit import TokenBucket
 from streamer.encoder import H264_BACKENDS
 from streamer.impairment import NO_IMPAIRMENT, Impairment
@@ -117,6 +118,17 @@ class StreamSession:
         if backend is not None:
             observe_feedback(transceiver.sender, pipeline)
         return answer
+
+    def timings(self) -> p.SessionTimings | None:
+        """The frames sent since the last call, for the indexer's live samples; None when
+        there are none (the stream has not started, or stalled)."""
+        pipeline = self.track.pipeline
+        if pipeline is None:
+            return None
+        sent, encode = pipeline.timings.take()
+        if not sent and not encode:
+            return None
+        return p.SessionTimings(self.session_id, sent, encode)
 
     async def close(self, reason: str = "closed") -> None:
         if not self._ended:

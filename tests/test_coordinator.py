@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from indexer.lifecycle import Admission, Event
-from verifier.consensus import ConsensusError, Outcome
-from verifier.coordinator import Coordinator, VerificationConfig
+from verifier.consensus import ConsensusError, Decision, Outcome
+from verifier.coordinator import Coordinator, Task, VerificationConfig
 from verifier.rotation import Roster, RotationConfig, epoch_seed, next_seed
 from verifier.verdict import Check, Finding, Verdict
 
@@ -105,3 +107,96 @@ def test_a_forgotten_container_has_no_open_check() -> None:
     with pytest.raises(ConsensusError):
         coord.report(task.check_id, verdict(task.committee[0], True), 1001.0)
     assert len(coord.due([("c1", Admission.AWAITING_INSPECTION)], 1001.0)) == 1
+
+
+# Live samples ---------------------------------------------------------------------------------
+
+LIVE_CONFIG = dataclasses.replace(CONFIG, spot_interval=1e6, live_interval=10.0)
+READY = Admission.READY
+
+
+def decide(coord: Coordinator, task: Task, at: float, passed: bool = True) -> Decision:
+    """Every member's verdict on `task`, and the decision judged."""
+    decision = None
+    for member in task.committee:
+        decision = coord.report(task.check_id, verdict(member, passed, task.check), at)
+    assert decision is not None
+    coord.judge(decision, READY)
+    return decision
+
+
+def watched(config: VerificationConfig = LIVE_CONFIG) -> tuple[Coordinator, np.random.Generator]:
+    """A coordinator whose ready c1 had its first bot session at 1001 (the next one far off,
+    by default), and a replica of the coordinator's generator past the gap it drew then."""
+    coord = Coordinator(config, GENESIS, genesis_at=1000.0, rng=np.random.default_rng(0))
+    for i in range(3):
+        coord.enlist(f"v{i}", 10)
+    (bot,) = coord.due([("c1", READY)], 1000.0)
+    decide(coord, bot, 1001.0)
+    replica = np.random.default_rng(0)
+    replica.exponential(config.spot_interval)
+    return coord, replica
+
+
+def test_a_session_is_sampled_at_a_random_time_after_it_can_be_and_again_after() -> None:
+    coord, replica = watched()
+    sessions = {"c1": ["s2", "s1"]}
+    assert coord.due([("c1", READY)], 1002.0, sessions) == []  # its schedule starts now
+    due_at = 1002.0 + replica.exponential(LIVE_CONFIG.live_interval)
+    assert coord.due([("c1", READY)], due_at - 0.001, sessions) == []
+    (task,) = coord.due([("c1", READY)], due_at, sessions)
+    assert task.check is Check.LIVE and task.container_id == "c1"
+    assert task.session_id == ["s1", "s2"][replica.integers(2)]
+    assert coord.ticket_for(task.ticket) is None  # a live check seats no bot anywhere
+    decide(coord, task, due_at + 1)
+    again = due_at + 1 + replica.exponential(LIVE_CONFIG.live_interval)
+    assert coord.due([("c1", READY)], again - 0.001, sessions) == []
+    assert [t.check for t in coord.due([("c1", READY)], again, sessions)] == [Check.LIVE]
+
+
+def test_a_container_without_sessions_to_sample_loses_its_schedule() -> None:
+    coord, replica = watched()
+    assert coord.due([("c1", READY)], 1002.0, {"c1": ["s1"]}) == []
+    due_at = 1002.0 + replica.exponential(LIVE_CONFIG.live_interval)
+    assert coord.due([("c1", READY)], 1003.0, {}) == []  # the session ended
+    # A new session starts a new gap: it is not sampled at once when the old one was due.
+    assert coord.due([("c1", READY)], due_at, {"c1": ["s3"]}) == []
+    (task,) = coord.due(
+        [("c1", READY)], due_at + replica.exponential(LIVE_CONFIG.live_interval), {"c1": ["s3"]}
+    )
+    assert (task.check, task.session_id) == (Check.LIVE, "s3")
+
+
+def test_only_admitted_containers_are_sampled_and_a_forgotten_one_is_not() -> None:
+    coord, _ = watched()
+    live = {"c1": ["s1"], "c2": ["s2"]}
+    later = 1300.0  # past the gap this generator draws (mean 10 s)
+    (registration,) = coord.due([("c2", Admission.AWAITING_INSPECTION)], 1002.0, live)
+    assert registration.check is Check.REGISTRATION and registration.session_id == ""
+    assert coord.due([("c1", READY)], 1002.0, live) == []
+    coord.forget("c1")
+    (bot,) = coord.due([("c1", READY)], later, live)  # forgotten: a fresh start, bot first
+    assert bot.check is Check.BOT
+
+
+def test_when_a_bot_session_and_a_live_sample_are_both_due_the_earlier_goes_first() -> None:
+    config = dataclasses.replace(LIVE_CONFIG, spot_interval=5.0)
+    coord, replica = watched(config)
+    bot_at = 1001.0 + np.random.default_rng(0).exponential(config.spot_interval)
+    sessions = {"c1": ["s1"]}
+    assert coord.due([("c1", READY)], 1002.0, sessions) == []
+    live_at = 1002.0 + replica.exponential(config.live_interval)
+    assert bot_at < live_at  # this generator's draws
+    both = max(bot_at, live_at) + 1
+    (first,) = coord.due([("c1", READY)], both, sessions)
+    assert first.check is Check.BOT
+    decide(coord, first, both)
+    (second,) = coord.due([("c1", READY)], both, sessions)
+    assert (second.check, second.session_id) == (Check.LIVE, "s1")
+
+
+def test_a_full_container_waits_for_its_bot_session() -> None:
+    coord = coordinator()
+    assert coord.due([("c1", Admission.READY)], 1000.0, full={"c1"}) == []
+    (bot,) = coord.due([("c1", Admission.READY)], 1001.0)
+    assert bot.check is Check.BOT

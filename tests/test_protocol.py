@@ -10,6 +10,20 @@ import pytest
 from signaling import protocol as p
 from signaling.protocol import MESSAGES, ProtocolError, Role, parse_message
 
+STATS = p.PlayerStats(
+    fps=59.5,
+    width=1280,
+    height=720,
+    bitrate_kbps=5400.0,
+    rtt_ms=None,
+    jitter_buffer_ms=9.5,
+    decode_ms=2.25,
+    frames_decoded=1200,
+    frames_dropped=3,
+    freezes=1,
+    g2g_p50_ms=-1.5,
+    codec="video/H264",
+)
 EXAMPLES: list[p.Message] = [
     p.Play("tetris", 1920, 1080, 120),
     p.Play("tetris", policy="lowest-cost", budget_per_minute=0.05, rtt_bound_ms=40),
@@ -24,6 +38,10 @@ EXAMPLES: list[p.Message] = [
     p.Enlist("v1", 100),
     p.Enlisted("v1", 900.0),
     p.Assignment("a1b2", "c1", "bot", 60000, ticket="t0k3n", game="reference"),
+    p.Assignment("a1b3", "c1", "live", 60000, session="i1.s1"),
+    p.PlayerStatsReport(STATS),
+    p.SessionTimings("i1.s1", [1000.0, 1016.67, 1033.5], [4.25, 3.9]),
+    p.SessionSample("i1.s1", "c1", 60, 2.0, [1000.0, 1016.67], [4.25], [STATS, STATS]),
     p.VerdictReport(
         "a1b2",
         "c1",
@@ -88,6 +106,9 @@ def test_defaults() -> None:
         ("matched", "player"),
         ("registered", "container"),
         ("session_offer", "player"),
+        ("player_stats", "container"),
+        ("session_timings", "player"),
+        ("session_sample", "verifier"),
         ("ended", "player"),
         ("error", "container"),
         ("play", "server"),
@@ -117,7 +138,8 @@ def test_role_enforcement(message_type: str, role: Role) -> None:
         (
             wire("nope"),
             "unknown_type",
-            "a player cannot send 'nope'; expected one of ['end', 'offer', 'play', 'probed']",
+            "a player cannot send 'nope'; expected one of "
+            "['end', 'offer', 'play', 'player_stats', 'probed']",
         ),
         ('{"v":1,"type":["play"]}', "unknown_type", "a player cannot send ['play']"),
         (wire("play"), "bad_field", "play needs field 'game'"),
@@ -228,3 +250,105 @@ def test_size_limit_counts_utf8_bytes_of_text() -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_message(raw, "player")
     assert caught.value.code == "too_large"
+
+
+def stats_wire(**changes: Any) -> str:
+    """A player_stats message as the page sends it, with `changes` to its record."""
+    return wire("player_stats", stats={**json.loads(p.PlayerStatsReport(STATS).to_json())["stats"],
+                                       **changes})  # fmt: skip
+
+
+def test_the_page_s_summary_has_one_golden_form() -> None:
+    assert json.loads(p.PlayerStatsReport(STATS).to_json()) == {
+        "v": 1,
+        "type": "player_stats",
+        "stats": {
+            "fps": 59.5, "width": 1280, "height": 720, "bitrate_kbps": 5400.0, "rtt_ms": None,
+            "jitter_buffer_ms": 9.5, "decode_ms": 2.25, "frames_decoded": 1200,
+            "frames_dropped": 3, "freezes": 1, "g2g_p50_ms": -1.5, "codec": "video/H264",
+        },
+    }  # fmt: skip
+
+
+def test_figures_the_page_lacks_may_be_null_or_nan_and_read_as_none() -> None:
+    lacking = {"rtt_ms": None, "g2g_p50_ms": None, "bitrate_kbps": None, "decode_ms": None}
+    message = parse_message(stats_wire(**lacking, jitter_buffer_ms=float("nan")), "player")
+    assert isinstance(message, p.PlayerStatsReport)
+    assert message.stats == p.PlayerStats(
+        59.5, 1280, 720, None, None, None, None, 1200, 3, 1, None, "video/H264"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (wire("player_stats"), "player_stats needs field 'stats'"),
+        (wire("player_stats", stats=[]), "player_stats.stats must be an object"),
+        (stats_wire(fps=None), "player_stats.stats.fps must be a number"),
+        (stats_wire(fps=float("nan")), "player_stats.stats.fps=nan is outside [0.0, 1000.0]"),
+        (stats_wire(fps=1000.5), "player_stats.stats.fps=1000.5 is outside [0.0, 1000.0]"),
+        (stats_wire(width=-2), "player_stats.stats.width=-2 is outside [0, 7680]"),
+        (stats_wire(rtt_ms=-1), "player_stats.stats.rtt_ms=-1.0 is outside [0.0, 10000.0]"),
+        (stats_wire(rtt_ms="21"), "player_stats.stats.rtt_ms must be a number"),
+        (
+            stats_wire(g2g_p50_ms=2.0**31 + 1),
+            "player_stats.stats.g2g_p50_ms=2147483649.0 is outside [-2147483648.0, 2147483648.0]",
+        ),
+        (stats_wire(freezes=1.5), "player_stats.stats.freezes must be an integer"),
+        (stats_wire(frames_decoded=-1), "player_stats.stats.frames_decoded=-1 is outside [0, "),
+        (stats_wire(codec="c" * 33), "player_stats.stats.codec is longer than 32 characters"),
+        (stats_wire(hdr=True), "player_stats.stats has unknown fields ['hdr']"),
+    ],
+)
+def test_a_bad_summary_is_refused(raw: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "player")
+    assert caught.value.code == "bad_field"
+    assert fragment in caught.value.reason
+
+
+def timings_wire(**changes: Any) -> str:
+    return wire("session_timings", **{"session": "s1", "frame_times_ms": [1.0],
+                                      "encode_ms": [2.0], **changes})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (timings_wire(encode_ms=None), "session_timings.encode_ms must be a list of at most "
+         "1200 numbers"),
+        (timings_wire(frame_times_ms=[0.0] * 1201), "session_timings.frame_times_ms must be a "
+         "list of at most 1200 numbers"),
+        (timings_wire(frame_times_ms=[1.0, "2"]), "session_timings.frame_times_ms must be a "
+         "number"),
+        (timings_wire(frame_times_ms=[-0.5]), "session_timings.frame_times_ms=-0.5 is outside "
+         "[0.0, 1000000000000.0]"),
+        (timings_wire(encode_ms=[60_000.5]), "session_timings.encode_ms=60000.5 is outside "
+         "[0.0, 60000.0]"),
+        (timings_wire(encode_ms=[float("nan")]), "session_timings.encode_ms=nan is outside "
+         "[0.0, 60000.0]"),
+        (wire("session_timings", session="s1", encode_ms=[]), "session_timings needs field "
+         "'frame_times_ms'"),
+    ],
+)  # fmt: skip
+def test_bad_timings_are_refused_with_the_exact_reason(raw: str, reason: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "container")
+    assert (caught.value.code, caught.value.reason) == ("bad_field", reason)
+
+
+def test_a_full_live_sample_fits_in_one_message() -> None:
+    """The indexer keeps at most MAX_TIMINGS of each timing, rounded to 10 us, and
+    MAX_SUMMARIES summaries: the largest sample it can serve still parses."""
+    counts = (p.MAX_COUNT, p.MAX_COUNT, p.MAX_COUNT)
+    widest = p.PlayerStats(
+        999.99, 7680, 4320, 9_999_999.99, 9999.99, 59_999.99, 59_999.99, *counts,
+        -2147483647.99, "c" * 32,
+    )  # fmt: skip
+    sample = p.SessionSample(
+        "i" * p.MAX_TEXT, "c" * 64, 240, 86_399.999,
+        [999_999_999_999.99] * p.MAX_TIMINGS, [59_999.99] * p.MAX_TIMINGS,
+        [widest] * p.MAX_SUMMARIES,
+    )  # fmt: skip
+    assert len(sample.to_json()) < p.MAX_MESSAGE_BYTES
+    assert parse_message(sample.to_json(), "server") == sample

@@ -1,11 +1,14 @@
 """A verifier on duty: enlists with an indexer, runs the checks it is assigned, reports verdicts.
 
 The checks themselves live beside it: bot sessions in verifier/bot_session.py, the
-registration check in verifier/registration.py. This module only keeps the connection, runs
-each assignment in a task it owns, and sends the verdict back. A check the container made
+registration check in verifier/registration.py, live samples in verifier/live_sample.py (the
+sample read from the indexer, which keeps what the session's player and container report).
+This module only keeps the connection, runs each assignment in a task it owns, and sends the
+verdict back. A check the container made
 impossible (refused the session, never finished it in time) is a failed verdict with the
 reason; one that broke on this verifier's side is no verdict at all (the committee counts the
-member absent), so a verifier's own trouble never costs a container its standing.
+member absent), so a verifier's own trouble never costs a container its standing. A live
+sample that cannot be judged (the session ended first) is no verdict either: nobody failed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,6 +26,7 @@ from signaling import protocol as p
 from signaling.verification import report_of
 from verifier.bot import BotError
 from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
+from verifier.live_sample import SampleError, evaluate_live, sample_of
 from verifier.registration import ContainerFailedCheckError, InspectionInbox, inspect_container
 from verifier.verdict import Check, Finding, Verdict
 
@@ -96,6 +101,8 @@ class VerifierAgent:
                 request, verifier_id=cfg.verifier_id, mode=cfg.mode, limits=cfg.limits
             )
             return verdict
+        if task.kind == Check.LIVE.value:
+            return await live_verdict(http, cfg.server_url, cfg.verifier_id, task.session)
 
         async def send(message: p.Message) -> None:
             await ws.send_str(message.to_json())
@@ -119,6 +126,9 @@ class VerifierAgent:
             detail = f"the {task.kind} check could not be completed: {exc or 'timed out'}"
             finding = Finding("check_completed", False, detail=detail[:512])
             verdict = Verdict(task.container, who, Check(task.kind), time.time(), (finding,))
+        except SampleError as exc:  # nobody's: the session ended, or has too little to judge
+            log.info("verifier %s: live sample of %s not judged: %s", who, task.container, exc)
+            return
         except Exception:  # ours: abstain rather than blame the container
             log.exception("verifier %s: %s check of %s broke", who, task.kind, task.container)
             return
@@ -126,3 +136,17 @@ class VerifierAgent:
         self.verdicts.append(verdict)
         with contextlib.suppress(ConnectionError):
             await ws.send_str(report_of(verdict, task.check).to_json())
+
+
+async def live_verdict(
+    http: aiohttp.ClientSession, server_url: str, verifier_id: str, session: str
+) -> Verdict:
+    """Read a session's live sample from the indexer and judge it."""
+    url = f"{server_url}/api/sessions/{urllib.parse.quote(session, safe='')}/sample"
+    async with http.get(url) as response:
+        if response.status == 404:
+            raise SampleError(f"session {session!r} ended before its sample was read")
+        response.raise_for_status()
+        message = p.parse_message(await response.text(), "server")
+    assert isinstance(message, p.SessionSample)
+    return evaluate_live(sample_of(message), verifier_id, time.time())

@@ -2,6 +2,8 @@
 
 It speaks exactly what the browser speaks (play, offer with a recvonly video section and an
 unordered no-retransmit "input" channel, answer), so what it measures is what a player gets.
+Asked to, it also reports a summary of its frames every STATS_PERIOD_S as the page reports its
+getStats summary (PlayerStatsReport), so its session can be sampled live like a browser's.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from aiortc.mediastreams import MediaStreamError
 
 from signaling import protocol as p
 from streamer.marker import FrameMarker, MarkerError, read_marker
+from streamer.sdp import negotiated_video_codec
 from verifier.frame_stats import FrameLog
 from verifier.jitter import install_marker_release
+from verifier.live_sample import bot_summary
+
+STATS_PERIOD_S = 2.0  # as web-client/play.js sends its summaries
 
 
 class BotError(RuntimeError):
@@ -55,12 +61,15 @@ class BotPlayer:
         codec: str | None = None,
         route: MediaRoute | None = None,
         observe: FrameObserver | None = None,
+        *,
+        report_stats: bool = False,
     ) -> None:
         """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser.
 
         `route` sends the media through a relay (benchmarks/relay.py emulates a lossy,
         narrow link: the kernel here has no netem). `observe` sees every decoded picture (a
-        bot session keeps the frames it judges input reactions on).
+        bot session keeps the frames it judges input reactions on). `report_stats`: send a
+        summary of its frames while playing, as the page does (`stats_summary`).
 
         Installs marker-bit frame release process-wide before its peer exists, so latency is
         measured without aiortc's one-frame hold; the container process receives no video.
@@ -70,7 +79,9 @@ class BotPlayer:
         self.codec = codec
         self.route = route
         self.observe = observe
+        self.report_stats = report_stats
         self.container: str | None = None  # the container the server matched
+        self.codec_received = ""  # the MIME type the container's answer settled on
         self.log = FrameLog()
         self.latest_frame: Any = None
         self.session_id: str | None = None
@@ -109,12 +120,15 @@ class BotPlayer:
                 await self.close()  # refused or timed out: the peer still holds its sockets
                 raise
             # Keep reading: it answers the server's pings and hears how the session goes.
-            signals = asyncio.create_task(self._follow_signaling(ws))
+            tasks = [asyncio.create_task(self._follow_signaling(ws))]
+            if self.report_stats:
+                tasks.append(asyncio.create_task(self._send_stats(ws)))
             try:
                 yield self
             finally:
-                signals.cancel()
-                await asyncio.gather(signals, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 if not ws.closed:
                     await ws.send_str(p.End(reason="bot finished").to_json())
                 await self.close()
@@ -137,6 +151,7 @@ class BotPlayer:
         answer_sdp = (await self._expect(ws, p.SessionAnswer)).sdp
         if self.route is not None:
             answer_sdp = self.route.route_answer(answer_sdp)
+        self.codec_received = negotiated_video_codec(answer_sdp) or ""
         await self._pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
 
     async def close(self) -> None:
@@ -152,6 +167,17 @@ class BotPlayer:
         self.log.input_sent(seq, time.time() * 1000)
         self._channel.send(json.dumps({**event, "seq": seq}))
         return seq
+
+    def stats_summary(self) -> p.PlayerStats:
+        """What the page would report now (verifier/live_sample.py `bot_summary`)."""
+        frame = self.latest_frame
+        return bot_summary(
+            self.log,
+            time.time() * 1000,
+            width=0 if frame is None else frame.width,
+            height=0 if frame is None else frame.height,
+            codec=self.codec_received,
+        )
 
     def send_raw(self, data: str | bytes) -> None:
         """Send bytes as they are: for tests of hostile input."""
@@ -191,6 +217,14 @@ class BotPlayer:
             elif isinstance(message, p.Ended):
                 self.session_state = "ended"
                 self.end_reason = message.reason
+
+    async def _send_stats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Every STATS_PERIOD_S while playing, with frames to summarise (a drift of a few
+        ms a report matters no more here than to the page's setInterval)."""
+        while not ws.closed:
+            await asyncio.sleep(STATS_PERIOD_S)
+            if self.session_state == "playing" and self.latest_frame is not None:
+                await ws.send_str(p.PlayerStatsReport(self.stats_summary()).to_json())
 
     def _start_reading(self, track: Any) -> None:
         if track.kind == "video" and self._reader is None:

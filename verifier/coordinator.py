@@ -9,17 +9,26 @@ on-duty verifiers (verifier/rotation.py), decided by majority (verifier/consensu
 scored (verifier/scores.py); the edge applies the judgement (a lifecycle event, the QoS and
 penalty selection ranks by).
 
+While such a container streams to players it is also sampled live: a LIVE check of one of its
+sessions, drawn at random, at random times (exponential gaps, mean `live_interval`, the first
+counted from when it first had a session to sample, so nobody can tell when sampling starts).
+The committee judges the session's sample as the indexer holds it (verifier/live_sample.py),
+which costs the container nothing. One check is open per container; when a live sample and a
+bot session are both due, the one due first goes first.
+
 A bot check carries a `ticket`, a random secret the committee's verifiers present when they
 ask for their session: the only way to be seated on one chosen container, past the ranking.
 
-Pure: `now` is Unix seconds (epochs are public wall-clock times). Spot-check gaps come from the
-injected generator; check ids and tickets from the OS (a ticket must not be guessable).
+Pure: `now` is Unix seconds (epochs are public wall-clock times). Gaps and sampled sessions
+come from the injected generator; check ids and tickets from the OS (a ticket must not be
+guessable).
 """
 
 from __future__ import annotations
 
+import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +57,8 @@ class VerificationConfig:
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     round_seconds: float = 60.0  # a committee member that has not answered by then is absent
     spot_interval: float = 600.0  # mean seconds between bot sessions on an admitted container
+    # Mean seconds between live samples of a container while it has sessions to sample.
+    live_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ class Task:
     committee: tuple[str, ...]
     deadline: float
     ticket: str  # for bot sessions: what the verifier shows to be seated on the container
+    session_id: str = ""  # for live samples: the session sampled
 
 
 class Coordinator:
@@ -82,6 +94,7 @@ class Coordinator:
         self._rounds: dict[str, tuple[Round, Task]] = {}
         self._open: dict[str, str] = {}  # container -> its open check's id
         self._next_bot: dict[str, float] = {}  # container -> when its next bot session is due
+        self._next_live: dict[str, float] = {}  # container -> when its next live sample is due
 
     # verifiers ------------------------------------------------------------------------------
 
@@ -114,22 +127,40 @@ class Coordinator:
 
     # checks ---------------------------------------------------------------------------------
 
-    def due(self, containers: Iterable[tuple[str, Admission]], now: float) -> list[Task]:
-        """Start the checks now due on these (live) containers, one open check each."""
+    def due(
+        self,
+        containers: Iterable[tuple[str, Admission]],
+        now: float,
+        live: Mapping[str, Sequence[str]] | None = None,
+        full: Collection[str] = frozenset(),
+    ) -> list[Task]:
+        """Start the checks now due on these (live) containers, one open check each.
+        `live`: each container's sessions a live sample could be taken of now. `full`:
+        containers with no seat left, whose bot session waits (it could not be seated, and a
+        container busy serving players is not failing them)."""
         tasks = []
         for container_id, admission in containers:
             if container_id in self._open:
                 continue
+            sessions = (live or {}).get(container_id, ())
+            live_at = self._live_due(container_id, admission, sessions, now)
+            watched = admission in _WATCHED and container_id not in full
+            bot_at = self._next_bot.get(container_id, now) if watched else math.inf
+            session = ""
             if admission in _INSPECTED:
                 check = Check.REGISTRATION
-            elif admission in _WATCHED and self._next_bot.get(container_id, now) <= now:
-                check = Check.BOT
-            else:
+            elif min(live_at, bot_at) > now:
                 continue
+            elif live_at <= bot_at:
+                check = Check.LIVE
+                ordered = sorted(sessions)
+                session = ordered[int(self._rng.integers(len(ordered)))]
+            else:
+                check = Check.BOT
             duty = self.duty(now)
             if duty is None:
                 break
-            tasks.append(self._start(duty, container_id, check, now))
+            tasks.append(self._start(duty, container_id, check, now, session))
         return tasks
 
     def report(self, check_id: str, verdict: Verdict, now: float) -> Decision | None:
@@ -156,10 +187,14 @@ class Coordinator:
         self.ledger.record(decision)
         self.decisions = [*self.decisions[-49:], decision]
         judgement = self.scoreboard.judge(decision, admission)
-        gap = float(self._rng.exponential(self.config.spot_interval))
+        container_id = decision.container_id
+        if decision.check is Check.LIVE:
+            self._next_live[container_id] = decision.at + self._gap(self.config.live_interval)
+            return judgement
+        gap = self._gap(self.config.spot_interval)
         registration = decision.check is Check.REGISTRATION
         # Admitted just now: its first bot session completes the inspection cycle at once.
-        self._next_bot[decision.container_id] = decision.at + (0.0 if registration else gap)
+        self._next_bot[container_id] = decision.at + (0.0 if registration else gap)
         return judgement
 
     def task(self, check_id: str) -> Task | None:
@@ -180,12 +215,29 @@ class Coordinator:
         if check_id is not None:
             del self._rounds[check_id]
         self._next_bot.pop(container_id, None)
+        self._next_live.pop(container_id, None)
 
-    def _start(self, duty: Duty, container_id: str, check: Check, now: float) -> Task:
+    def _live_due(
+        self, container_id: str, admission: Admission, sessions: Sequence[str], now: float
+    ) -> float:
+        """When the container's next live sample is due (inf: it has nothing to sample). Its
+        schedule starts, a random gap ahead, when it first has a session to sample."""
+        if admission not in _WATCHED or not sessions:
+            self._next_live.pop(container_id, None)
+            return math.inf
+        if container_id not in self._next_live:
+            self._next_live[container_id] = now + self._gap(self.config.live_interval)
+        return self._next_live[container_id]
+
+    def _gap(self, mean: float) -> float:
+        return float(self._rng.exponential(mean))
+
+    def _start(self, duty: Duty, container_id: str, check: Check, now: float, session: str) -> Task:
         check_id = secrets.token_hex(8)
         committee = duty.committee(container_id, check_id)
         deadline = now + self.config.round_seconds
-        task = Task(check_id, container_id, check, committee, deadline, secrets.token_urlsafe(16))
+        ticket = secrets.token_urlsafe(16)
+        task = Task(check_id, container_id, check, committee, deadline, ticket, session)
         self._rounds[check_id] = (Round(container_id, check_id, check, committee, deadline), task)
         self._open[container_id] = check_id
         return task

@@ -1,8 +1,10 @@
 """Live-session samples and standby spot checks: how a container does when nobody announced a test.
 
 A live sample covers a window of a real player's session: the container's own frame times
-and encode times, and the player page's getStats summaries (web-client/stats.js, one a
-second). Thresholds, for a session at F fps (a slot is 1000 / F ms):
+and encode times, and the player page's getStats summaries (web-client/stats.js, sent every
+2 s), as the indexer keeps them (signaling/protocol.py SessionSample; `sample_of` reads one).
+A headless player reports what its frames show instead (`bot_summary`). Thresholds, for a
+session at F fps (a slot is 1000 / F ms):
 
     sent_fps               container's frame rate >= 90 % of F   (the pacer holds F; less is
                                                                   slots given up, not jitter)
@@ -32,6 +34,7 @@ Pure: times are passed in.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import statistics
@@ -39,8 +42,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from signaling import protocol as p
+from signaling.protocol import PlayerStats
 from verifier.challenge import Challenge, make_challenge
-from verifier.frame_stats import frame_rate, percentile
+from verifier.frame_stats import FrameLog, frame_rate, percentile
 from verifier.inspection import device_class
 from verifier.verdict import Check, Finding, Verdict
 
@@ -54,29 +58,11 @@ IDLE_CPU_PERCENT = 50.0
 IDLE_GPU_PERCENT = 50
 SPOT_TARGET_S = 0.25  # a quarter of the registration's work: spot checks come often
 SPOT_REVEAL = 8
+SUMMARY_WINDOW_MS = 2000.0  # the frames a headless player's summary covers: one report's worth
 
 
 class SampleError(ValueError):
     """A sample that cannot be judged (the caller's mistake, not the container's)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlayerStats:
-    """One summary of the player's page, as web-client/stats.js computes it (its camelCase
-    names in snake case); None where the page had no figure (NaN there, null in JSON)."""
-
-    fps: float
-    width: int
-    height: int
-    bitrate_kbps: float
-    rtt_ms: float | None
-    jitter_buffer_ms: float
-    decode_ms: float
-    frames_decoded: int  # since the session started, like the counters below
-    frames_dropped: int
-    freezes: int
-    g2g_p50_ms: float | None
-    codec: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +73,47 @@ class LiveSample:
     frame_times_ms: tuple[float, ...]  # each frame handed to the sender, container's clock
     encode_ms: tuple[float, ...]
     player: tuple[PlayerStats, ...]  # the page's summaries over the window, oldest first
+
+
+def sample_of(message: p.SessionSample) -> LiveSample:
+    """The sample an indexer served for one of `message.container`'s sessions."""
+    return LiveSample(
+        message.container,
+        message.fps,
+        message.window_s,
+        tuple(message.frame_times_ms),
+        tuple(message.encode_ms),
+        tuple(message.player),
+    )
+
+
+def bot_summary(
+    log: FrameLog, now_ms: float, *, width: int, height: int, codec: str
+) -> PlayerStats:
+    """What a headless player (verifier/bot.py) reports where a page reports its getStats
+    summary: the rate and median glass-to-glass of its last SUMMARY_WINDOW_MS of frames, and
+    its counters since the session started (frames missing from the marker sequence count as
+    dropped). Figures only a browser's stats know (bitrate, round trip, jitter buffer,
+    decode time) are None. `now_ms`: the player's Unix time."""
+    first = bisect.bisect_right(
+        log.samples, now_ms - SUMMARY_WINDOW_MS, key=lambda sample: sample.received_ms
+    )
+    recent = FrameLog(log.samples[first:])
+    g2g = recent.glass_to_glass_ms()
+    return PlayerStats(
+        fps=round(recent.fps(), 2),
+        width=width,
+        height=height,
+        bitrate_kbps=None,
+        rtt_ms=None,
+        jitter_buffer_ms=None,
+        decode_ms=None,
+        frames_decoded=log.frames + log.unreadable,
+        frames_dropped=log.sequence_gaps(),
+        freezes=log.freezes(),
+        g2g_p50_ms=round(statistics.median(g2g), 1) if g2g else None,
+        codec=codec,
+    )
 
 
 def evaluate_live(sample: LiveSample, verifier_id: str, at: float) -> Verdict:
@@ -189,7 +216,7 @@ def _container_side(sample: LiveSample) -> tuple[list[Finding], dict[str, float]
     intervals = [later - earlier for earlier, later in itertools.pairwise(times)]
     sent_fps = round(frame_rate(times), 2)
     gap = round(percentile(intervals, 0.95), 2)
-    encode = round(percentile(list(sample.encode_ms), 0.95), 2)  # NaN without any: fails
+    encode = round(percentile(list(sample.encode_ms), 0.95), 2)  # NaN: aiortc encodes (VP8)
     findings = [
         _at_least("sent_fps", sample.fps, sent_fps, SENT_FPS_SHARE, "the container sent"),
         _at_most(
@@ -204,6 +231,13 @@ def _container_side(sample: LiveSample) -> tuple[list[Finding], dict[str, float]
             round(ENCODE_P95_SLOTS * slot_ms, 2),
             encode,
             f"encoding takes {encode:g} ms at p95, longer than a {slot_ms:.1f} ms slot",
+        )
+        if sample.encode_ms
+        else Finding(
+            "encode_p95_ms",
+            True,
+            detail="not measured: aiortc encodes this stream itself (VP8), out of the "
+            "pipeline's sight; the frame times above still are",
         ),
     ]
     metrics = {"sent_fps": sent_fps, "interval_std_ms": round(statistics.pstdev(intervals), 2)}

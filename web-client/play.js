@@ -1,17 +1,18 @@
 // The play page: ask the indexer for a container, negotiate WebRTC through signaling, show
 // the stream with the lowest delay the browser allows, send input, measure from the marker.
 // window.gamecast exposes the live state for tests and benchmarks.
-import { MESSAGE_TYPES, VERSION } from "/protocol.js";
+import { MESSAGE_TYPES, PLAYER_STATS_FIELDS, VERSION } from "/protocol.js";
 import { InputCapture } from "/static/input.js";
 import { MarkerReader, captureAgeMs } from "/static/marker.js";
 import { measureTargets } from "/static/probe.js";
-import { StatsOverlay } from "/static/stats.js";
+import { StatsOverlay, statsRecord } from "/static/stats.js";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video");
 const wallClock = (highResTime) => performance.timeOrigin + highResTime;
 const ICE_GATHER_LIMIT_MS = 1000;
 const SAMPLE_LIMIT = 20000; // per series; older samples are dropped so a long session stays small
+const STATS_REPORT_MS = 2000; // how often the indexer hears the overlay's summary (live samples)
 
 function record(series, value) {
   series.push(value);
@@ -34,6 +35,7 @@ const state = {
   inputSent: new Map(), // seq -> wall-clock ms when sent
   lastInputSeq: 0,
   inputErrors: 0,
+  statsReported: 0, // summaries sent to the indexer this session
   lastError: null,
   playPressedAt: null,
   timeToFirstFrameMs: null,
@@ -45,6 +47,7 @@ let pc = null;
 let channel = null;
 let input = null;
 let statsTimer = null;
+let reportTimer = null;
 let frameCallback = null; // the pending requestVideoFrameCallback, cancelled on teardown
 
 function setStatus(text) {
@@ -175,6 +178,14 @@ async function startPeer() {
   send({ type: "offer", sdp: pc.localDescription.sdp });
 }
 
+// The overlay's latest summary, for the indexer's live samples of this session (a verifier
+// weighs what the page saw against what the container says it sent).
+function reportStats() {
+  if (!state.stats || ws?.readyState !== WebSocket.OPEN) return;
+  send({ type: "player_stats", stats: statsRecord(state.stats, PLAYER_STATS_FIELDS) });
+  state.statsReported++;
+}
+
 function onSignal(event) {
   const message = JSON.parse(event.data);
   switch (message.type) {
@@ -192,6 +203,7 @@ function onSignal(event) {
         input = new InputCapture(video, sendInput);
         input.start();
         statsTimer = setInterval(() => pc && state.overlay.refresh(pc), 1000);
+        reportTimer = setInterval(reportStats, STATS_REPORT_MS);
       }
       break;
     case "probe":
@@ -240,7 +252,7 @@ listGames();
 function play() {
   $("play").disabled = true;
   $("end").disabled = false;
-  Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0, probes: [] });
+  Object.assign(state, { playPressedAt: wallClock(performance.now()), timeToFirstFrameMs: null, lastInputSeq: 0, probes: [], stats: null, statsReported: 0 });
   state.inputSent.clear();
   setStatus("finding a container");
   const checked = refreshQualities(); // alongside the connect, so Play waits no longer for it
@@ -290,6 +302,7 @@ function end(reason = "ended by player") {
 function teardown(reason) {
   input?.stop();
   clearInterval(statsTimer);
+  clearInterval(reportTimer);
   if (frameCallback !== null) video.cancelVideoFrameCallback(frameCallback);
   frameCallback = null;
   state.overlay.reset();

@@ -5,6 +5,17 @@ const percentile = (values, fraction) => {
   return sorted[Math.round(fraction * (sorted.length - 1))];
 };
 const fixed = (value, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : "-");
+const snakeCase = (name) => name.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+
+// The overlay's summary as the protocol's PlayerStats record (`fields`, from /protocol.js):
+// the same figures under their snake_case names. A figure the page lacks is NaN, which
+// JSON.stringify sends as null, as the record allows for those figures.
+export function statsRecord(stats, fields) {
+  const record = Object.fromEntries(Object.entries(stats).map(([name, value]) => [snakeCase(name), value]));
+  const missing = fields.filter((name) => !(name in record));
+  if (missing.length) throw new Error(`the stats summary lacks ${missing}`);
+  return Object.fromEntries(fields.map((name) => [name, record[name]]));
+}
 
 export class StatsOverlay {
   constructor(element, state) {
