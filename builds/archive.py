@@ -135,9 +135,33 @@ def _missing_manifest(members: list[Member]) -> str:
 Entry = tuple[str, MemberKind, int, str, int, Opener]  # name, kind, size, link, mode, content
 
 
+MAX_TAR_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header; tarfile reads one whole
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses extended headers larger than MAX_TAR_HEADER_BYTES before
+    tarfile reads them into memory: a 40 kB tar.gz can declare a header of gigabytes."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        _refuse_large_header(self)
+        return super()._proc_pax(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        _refuse_large_header(self)
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc,no-any-return]
+
+
+def _refuse_large_header(info: tarfile.TarInfo) -> None:
+    if info.size > MAX_TAR_HEADER_BYTES:
+        raise BuildTooLargeError(
+            f"the archive has a {info.size}-byte extended tar header; at most"
+            f" {MAX_TAR_HEADER_BYTES} are accepted"
+        )
+
+
 def _tar_members(source: IO[bytes], limits: ArchiveLimits) -> Iterator[Entry]:
     # Iterated, not getmembers(): a hostile header is refused before the rest is decompressed.
-    with tarfile.open(fileobj=source, mode="r:gz") as tar:
+    with tarfile.open(fileobj=source, mode="r:gz", tarinfo=_BoundedTarInfo) as tar:
         for info in tar:
             kind = _TAR_KINDS.get(info.type, MemberKind.FILE if info.isreg() else MemberKind.OTHER)
 
@@ -181,11 +205,15 @@ def _check_zip_directory(source: IO[bytes], limits: ArchiveLimits) -> None:
         raise ArchiveError("the zip archive is damaged: it has no end of central directory")
     count, directory_bytes = struct.unpack_from("<HI", tail, at + 10)
     if at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":  # the zip64 locator
+        # Python's zipfile reads the zip64 record just before the locator, whatever offset
+        # the locator names; both places are read and the larger claim is the one judged.
         (offset,) = struct.unpack_from("<Q", tail, at - 12)
-        source.seek(offset)
-        record = source.read(56)
-        if record[:4] == b"PK\x06\x06" and len(record) == 56:
-            count, directory_bytes = struct.unpack_from("<QQ", record, 32)
+        for place in {offset, size - len(tail) + at - 20 - 56}:
+            source.seek(max(0, place))
+            record = source.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                found, found_bytes = struct.unpack_from("<QQ", record, 32)
+                count, directory_bytes = max(count, found), max(directory_bytes, found_bytes)
     source.seek(0)
     if count > limits.max_members:
         raise BuildTooLargeError(f"the archive has more than {limits.max_members} members")

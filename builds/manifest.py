@@ -32,6 +32,7 @@ FPS_RANGE = (1, 240)
 VRAM_RANGE = (0, 1024 * 1024)  # MiB: up to 1 TiB
 CPU_RANGE = (1, 1024)
 RAM_RANGE = (0, 4 * 1024 * 1024)  # MiB: up to 4 TiB
+BUILT_IN_GAMES = frozenset({"reference"})  # served by every container; no build may take it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _VERSION = re.compile(r"[0-9A-Za-z.+-]{1,32}")
 _KEYS = (
@@ -123,6 +124,8 @@ def manifest_from_dict(data: object) -> Manifest:
     if type(data["schema"]) is not int or data["schema"] != SCHEMA_VERSION:
         raise ManifestError("schema", f"expected {SCHEMA_VERSION}, got {_shown(data['schema'])}")
     name = _matching(data["name"], "name", _NAME, "1 to 32 of a-z, 0-9 and '-', not starting '-'")
+    if name in BUILT_IN_GAMES:
+        raise ManifestError("name", f"{name!r} is the network's built-in game; choose another")
     version = _matching(data["version"], "version", _VERSION, "1 to 32 of 0-9, A-Z, a-z, '.+-'")
     width, height = _resolution(data["resolution"])
     return Manifest(

@@ -123,8 +123,10 @@ async def run_agent(
     task.add_done_callback(_report_agent_exit)
     try:
         registered = asyncio.create_task(agent.registered.wait())
+        # Builds to deploy are fetched and unpacked before registering: give them time.
+        limit = 15 + (600 if config.deploy else 0)
         done, _ = await asyncio.wait(
-            {task, registered}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+            {task, registered}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
         )
         if registered not in done:
             registered.cancel()

@@ -319,11 +319,12 @@ class CoordinateBook:
     def _check(self, sample: RttSample) -> tuple[int, int]:
         """The reporter's and the peer's rows, once it passes the checks needing no estimate."""
         rtt = sample.rtt
-        if not (math.isfinite(rtt) and 0.0 < rtt <= self.config.max_rtt):
+        if not (math.isfinite(rtt) and self.config.height_min <= rtt <= self.config.max_rtt):
             raise SampleRefusedError(
                 Refusal.INVALID_RTT,
                 f"{sample.reporter!r} reported an RTT of {rtt!r} s to {sample.peer!r}; an RTT "
-                f"must be a positive number of seconds no larger than {self.config.max_rtt:g}",
+                f"must be at least {self.config.height_min:g} s and at most "
+                f"{self.config.max_rtt:g} s",
             )
         if sample.reporter == sample.peer:
             raise SampleRefusedError(

@@ -45,6 +45,7 @@ from indexer.coordinates import (
 LANDMARKS = 6  # containers one player probes in the first round (protocol.MAX_PROBES: 8)
 NEIGHBOURS = 5  # ... and in the second
 EXPLORE = 1  # of the landmarks, how many go to the least-placed containers
+MIN_RTT = 50e-6  # seconds: shorter is no network (and 1/rtt^2 would overflow the fit)
 FIT_STEPS = 30  # Levenberg-Marquardt iterations; a dozen samples settle in far fewer
 
 
@@ -131,19 +132,20 @@ class Placement:
         for container_id, rtt in samples:
             if container_id not in book:
                 refused[container_id] = f"container {container_id!r} has no coordinate"
-            elif not (math.isfinite(rtt) and 0.0 < rtt <= config.max_rtt):
+            elif not (math.isfinite(rtt) and MIN_RTT <= rtt <= config.max_rtt):
                 refused[container_id] = (
-                    f"an RTT of {rtt!r} s is not a positive number up to {config.max_rtt:g}"
+                    f"an RTT of {rtt!r} s is not a number from {MIN_RTT:g} to {config.max_rtt:g}"
                 )
             else:
                 usable[container_id] = rtt
         if not usable:
             return PlacedPlayer(None, refused=refused)
+        placed_at = fit(_rows(book, list(usable)), np.array(list(usable.values())), config)
+        if not all(math.isfinite(x) for x in (*placed_at.vec, placed_at.height, placed_at.error)):
+            return PlacedPlayer(None, refused=refused)  # never write a NaN into the book
         book.add(player_id)
         try:
-            book.put(
-                player_id, fit(_rows(book, list(usable)), np.array(list(usable.values())), config)
-            )
+            book.put(player_id, placed_at)
             for container_id, rtt in usable.items():
                 try:
                     book.observe(RttSample(player_id, Role.PLAYER, container_id, rtt))

@@ -17,7 +17,7 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
@@ -33,6 +33,14 @@ PeerKind = Literal["player", "container"]
 # A claimed seat whose session has not started by then is freed: the page never sent its offer,
 # or the container never answered it. WebRTC needs a few round trips, so 20 s is generous.
 START_TIMEOUT = 20.0
+
+
+class TicketDesk(Protocol):
+    """Verifiers' bot-session tickets (signaling/verification.py)."""
+
+    def seat_for(self, ticket: str) -> str | None: ...
+
+    def seated(self, ticket: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +71,7 @@ class SessionBroker:
         new_session_id: Callable[[], str],
         *,
         probes: ProbeRounds | None = None,
-        tickets: Callable[[str], str | None] | None = None,
+        tickets: TicketDesk | None = None,
         requirements: Callable[[str], Awaitable[Requirements | None]] | None = None,
     ) -> None:
         """`probes`: place players who can probe (indexer/placement.py) before their claim;
@@ -221,20 +229,24 @@ class SessionBroker:
                 out += await self._claim_or_queue(player_id, request, now)
             except p.ProtocolError as exc:
                 out.append(Outgoing("player", player_id, p.Error(exc.code, exc.reason, "play")))
+            except IndexerError as exc:  # the store failed: tell this one, go on with the rest
+                out.append(Outgoing("player", player_id, p.Error("unavailable", str(exc), "play")))
         return out
 
     async def _verification_session(
         self, player_id: str, ticket: str, request: Request, now: float
     ) -> list[Outgoing]:
         """A verifier's bot session, on the container its open check names; never queued."""
-        container_id = self._tickets(ticket) if self._tickets is not None else None
-        if container_id is None:
+        tickets = self._tickets
+        container_id = None if tickets is None else tickets.seat_for(ticket)
+        if tickets is None or container_id is None:
             raise p.ProtocolError("forbidden", "this ticket opens no verification session")
         session = Session(self._new_session_id(), player_id, request, since=now)
         try:
             await self.store.claim_on(container_id, request, session.session_id, now)
         except IndexerError as exc:  # not live, full, locked, or cannot stream it
             raise p.ProtocolError("unavailable", str(exc)) from None
+        tickets.seated(ticket)
         return self._seated(session, container_id)
 
     async def _claim_or_queue(self, player_id: str, request: Request, now: float) -> list[Outgoing]:

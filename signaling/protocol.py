@@ -24,6 +24,7 @@ MAX_SESSIONS = 64  # concurrent sessions one container may advertise per stream 
 
 MAX_PROBES = 8  # containers one player measures before a claim
 MAX_PROBE_MS = 10_000.0  # coordinates refuse longer round trips as absurd (Serf's limit)
+MIN_PROBE_MS = 0.05  # shorter is no network: loopback and timer resolution sit above it
 MAX_URL = 256
 
 MAX_PRICE = 1000.0  # per minute, in the network's currency unit
@@ -115,7 +116,7 @@ class ProbeSample:
     """The median of the page's probes to one container, in milliseconds."""
 
     container: str = field(metadata={"max": 64})
-    rtt_ms: float = field(metadata={"low": 0.0, "high": MAX_PROBE_MS, "real": True})
+    rtt_ms: float = field(metadata={"low": MIN_PROBE_MS, "high": MAX_PROBE_MS, "real": True})
 
 
 @dataclass(frozen=True, slots=True)

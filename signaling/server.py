@@ -171,7 +171,7 @@ def _join(app: web.Application, store: RegistryStore) -> None:
     catalog = app.get(CATALOG)
     requirements = None if catalog is None else _manifest_requirements(catalog)
     app[BROKER] = SessionBroker(
-        store, queue, new_session_id, probes=probes, tickets=desk.ticket, requirements=requirements
+        store, queue, new_session_id, probes=probes, tickets=desk, requirements=requirements
     )
 
 
@@ -413,6 +413,11 @@ async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
                 if isinstance(message, p.Enlist):
                     if verifier_id not in (None, message.verifier):
                         raise p.ProtocolError("unexpected", f"already enlisted as {verifier_id!r}")
+                    holder = app[PEERS].get(("verifier", message.verifier))
+                    if holder is not None and holder is not ws and not holder.closed:
+                        raise p.ProtocolError(
+                            "conflict", f"verifier {message.verifier!r} is connected already"
+                        )
                     await _send(ws, desk.enlist(message))
                     verifier_id = message.verifier
                     app[PEERS][("verifier", verifier_id)] = ws

@@ -107,14 +107,18 @@ class VerificationDesk:
         ended: list[str] = []
         for decision in self.coordinator.overdue(now):
             ended += await self._apply(decision, mono)
+        for inspection in [i for i in self._inspections if not self._open(i)]:
+            del self._inspections[inspection]
         views = {v.spec.container_id: v for v in self.store.views(mono) if v.live}
         admissions = ((c, v.admission) for c, v in views.items())
         full = {c for c, v in views.items() if v.load >= FULL_LOAD}
         tasks = self.coordinator.due(admissions, now, live, full)
         out = []
         for task in tasks:
-            assignment = self._assignment(task, views[task.container_id].spec, now)
-            out += [(member, assignment) for member in task.committee]
+            spec = views[task.container_id].spec
+            out += [
+                (member, self._assignment(task, member, spec, now)) for member in task.committee
+            ]
         return out, ended
 
     async def verdict(
@@ -128,10 +132,15 @@ class VerificationDesk:
             raise p.ProtocolError("unexpected", str(exc)) from None
         return [] if decision is None else await self._apply(decision, mono)
 
-    def ticket(self, ticket: str) -> str | None:
-        """The container a verifier's bot-session ticket seats it on, if the check is open."""
-        task = self.coordinator.ticket_for(ticket)
+    def seat_for(self, ticket: str) -> str | None:
+        """The container a verifier's bot-session ticket seats it on, if its check is open
+        and the ticket has not seated a bot yet."""
+        task = self.coordinator.redeemable(ticket)
         return None if task is None else task.container_id
+
+    def seated(self, ticket: str) -> None:
+        """The ticket's bot was seated: it seats no other (a refused claim leaves it usable)."""
+        self.coordinator.redeem(ticket)
 
     def summary(self, container_id: str, now: float, recent: int = 5) -> dict[str, Any]:
         """What the dashboard shows of a container's verification: QoS and penalty now, and
@@ -166,6 +175,8 @@ class VerificationDesk:
                 f"inspection {inspection!r}: no open registration check of yours by that id "
                 f"(ids are '<check>.{verifier_id}')",
             )
+        if inspection in self._inspections:  # one challenge per member and check: no flooding
+            raise p.ProtocolError("unexpected", f"inspection {inspection!r} was sent already")
         self._inspections[inspection] = (task.container_id, verifier_id)
         return task.container_id
 
@@ -185,9 +196,12 @@ class VerificationDesk:
             )
         return verifier_id
 
+    def _open(self, inspection: str) -> bool:
+        return self.coordinator.task(inspection.partition(".")[0]) is not None
+
     def _inspection(self, inspection: str) -> tuple[str, str]:
         route = self._inspections.get(inspection)
-        if route is None or self.coordinator.task(inspection.partition(".")[0]) is None:
+        if route is None or not self._open(inspection):
             self._inspections.pop(inspection, None)
             raise p.ProtocolError("unexpected", f"inspection {inspection!r} is not open")
         return route
@@ -220,7 +234,7 @@ class VerificationDesk:
                     log.warning("container %s: judgement not applied: %s", cid, exc)
         return list(ended)
 
-    def _assignment(self, task: Task, spec: ContainerSpec, now: float) -> p.Assignment:
+    def _assignment(self, task: Task, member: str, spec: ContainerSpec, now: float) -> p.Assignment:
         game, width, height, fps = bot_stream(spec)
         deadline_ms = max(1, round((task.deadline - now) * 1000))
         bot = task.check is Check.BOT
@@ -229,7 +243,7 @@ class VerificationDesk:
             task.container_id,
             task.check.value,
             deadline_ms,
-            ticket=task.ticket if bot else "",
+            ticket=task.tickets[member] if bot else "",
             game=game,
             width=width,
             height=height,

@@ -224,8 +224,8 @@ class ContainerAgent:
         """A verifier's registration challenge (streamer/inspected.py), worked in a thread."""
         try:
             commitment = await self.solver.commit(message)
-        except ValueError as exc:  # ChallengeError: sizes or seed this code cannot take
-            log.warning("container %s: unusable challenge: %s", self.config.container_id, exc)
+        except Exception as exc:  # a challenge it refuses or cannot do must not stop the agent
+            log.warning("container %s: challenge not answered: %r", self.config.container_id, exc)
             return
         await ws.send_str(commitment.to_json())
 
@@ -267,17 +267,23 @@ class ContainerAgent:
         if root is None:
             return
         base = self.config.server_url.replace("ws", "http", 1).split("/ws/", 1)[0]
+        fetched: dict[str, DeployedBuild] = {}
         if self.config.deploy:
             async with http.get(f"{base}/api/builds") as response:
                 response.raise_for_status()
-                listed = (await response.json())["builds"]
+                listed = (await response.json())["builds"]  # oldest upload first
             for name in self.config.deploy:
                 versions = [b for b in listed if b["name"] == name]
-                if not versions:
-                    raise DeployError(f"the indexer at {base} has no build named {name!r}")
-                latest = max(versions, key=lambda b: b["uploaded_at"])
-                await deploy(http, base, latest["sha256"], root)
-        self.builds = {build.name: build for build in deployed_builds(root)}
+                try:
+                    if not versions:
+                        raise DeployError(f"the indexer at {base} has no build named {name!r}")
+                    fetched[name] = await deploy(http, base, versions[-1]["sha256"], root)
+                except DeployError as exc:  # one bad build must not take the others down
+                    log.error(
+                        "container %s: %s not deployed: %s", self.config.container_id, name, exc
+                    )
+        # What was just fetched wins over older versions still unpacked beside it.
+        self.builds = {build.name: build for build in deployed_builds(root)} | fetched
         if self.builds:
             log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
 

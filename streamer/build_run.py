@@ -10,6 +10,7 @@ the reverse order, whatever ended the session; a game that exits on its own call
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from streamer.deploy import DeployedBuild
@@ -17,6 +18,16 @@ from streamer.game_process import GameExit, GameProcess, resolve_entry
 from streamer.window_capture import WindowCapture, WindowFrames
 from streamer.x_input import XTestInput
 from streamer.xdisplay import XvfbDisplay
+
+
+def _game_env(build: DeployedBuild) -> dict[str, str]:
+    """A build sees a bare environment, not the agent's (which may name its host key's file or
+    other secrets); it still runs as the agent's user (README: not isolated)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(build.path),
+    }
 
 
 @contextlib.asynccontextmanager
@@ -29,9 +40,10 @@ async def build_frames(
     async with contextlib.AsyncExitStack() as stack:
         display = await stack.enter_async_context(XvfbDisplay(width, height))
         argv = resolve_entry(manifest.entry)
-        await stack.enter_async_context(
-            GameProcess(argv, cwd=build.path, display=display.name, on_crash=on_exit)
+        game = GameProcess(
+            argv, cwd=build.path, display=display.name, env=_game_env(build), on_crash=on_exit
         )
+        await stack.enter_async_context(game)
         x_input = await stack.enter_async_context(XTestInput(display.name, width, height))
         capture = WindowCapture(
             display.name, width, height, manifest.fps, x_input.log.sequence_before

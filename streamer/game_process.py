@@ -148,7 +148,11 @@ class GameProcess:
         return self._process is not None and self._process.returncode is None
 
     async def __aenter__(self) -> GameProcess:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:  # cancelled between spawn and watch: no game left behind
+            await asyncio.shield(self.stop())
+            raise
         return self
 
     async def __aexit__(
@@ -198,7 +202,10 @@ class GameProcess:
 
     async def stop(self) -> GameExit | None:
         """SIGTERM the process group, SIGKILL it after the grace period; None if never started."""
-        if self._watcher is None or self._process is None:
+        if self._process is None:
+            return None
+        if self._watcher is None:  # spawned, never watched (start was cancelled)
+            await _end_group(self._process.pid, self._stop_grace)
             return None
         if not self._watcher.done():
             self._stopping = True
@@ -256,7 +263,8 @@ async def _end_group(group: int, grace: float) -> None:
         return
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(grace):
-            while live_members(group):  # noqa: ASYNC110  (no event says a group is gone)
+            # Scanning /proc takes milliseconds on a busy host: off the event loop.
+            while await asyncio.to_thread(live_members, group):  # noqa: ASYNC110
                 await asyncio.sleep(_SWEEP_POLL_S)
             return
     _signal_group(group, signal.SIGKILL)

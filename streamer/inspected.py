@@ -18,9 +18,11 @@ import numpy as np
 from signaling import protocol as p
 from streamer.backends import host_nvenc
 from streamer.telemetry import TelemetryReader
-from verifier.challenge import Answer, Challenge, solve
+from verifier.challenge import Answer, Challenge, ChallengeError, make_challenge, solve
+from verifier.inspection import device_class
 
 KEPT_ANSWERS = 8  # a committee of 2N+1 inspects at once; older answers are dropped
+WORK_SLACK = 4  # how much more work than its own specs warrant a host accepts to do
 
 
 class ChallengeSolver:
@@ -30,8 +32,9 @@ class ChallengeSolver:
         self._answers: OrderedDict[str, Answer] = OrderedDict()
 
     async def commit(self, message: p.InspectionChallenge) -> p.InspectionCommitment:
-        """Measure, solve and commit. A challenge this code refuses (a size or round count
-        out of range) raises ChallengeError; the agent reports it as an error reply."""
+        """Measure, solve and commit. Refused (ChallengeError, the agent logs it): a challenge
+        out of range, or more work than a check of this host's own specs would ask
+        (`WORK_SLACK` times), so no verifier can tie the host up with a huge one."""
         challenge = Challenge(
             bytes.fromhex(message.seed),
             message.size,
@@ -40,11 +43,17 @@ class ChallengeSolver:
             message.device,
             message.time_bound_ms / 1000,
         )
+        specs = await asyncio.to_thread(self._telemetry.host_specs)
+        fair = make_challenge(challenge.seed, device_class(specs))
+        if challenge.work_flops > WORK_SLACK * fair.work_flops:
+            raise ChallengeError(
+                f"a challenge of {challenge.work_flops:.3g} operations is more than "
+                f"{WORK_SLACK} times what this host's specs warrant ({fair.work_flops:.3g})"
+            )
         answer = await asyncio.to_thread(solve, challenge, self._array_module())
         self._answers[message.inspection] = answer
         while len(self._answers) > KEPT_ANSWERS:
             self._answers.popitem(last=False)
-        specs = await asyncio.to_thread(self._telemetry.host_specs)
         nvenc = await asyncio.to_thread(host_nvenc)
         return p.InspectionCommitment(
             message.inspection, answer.root.hex(), specs, nvenc.available, nvenc.reason

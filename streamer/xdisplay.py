@@ -70,7 +70,11 @@ class XvfbDisplay:
         return None if self._process is None else self._process.pid
 
     async def __aenter__(self) -> XvfbDisplay:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:  # cancelled while waiting for it: no Xvfb left behind
+            await asyncio.shield(self.stop())
+            raise
         return self
 
     async def __aexit__(

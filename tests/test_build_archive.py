@@ -4,10 +4,12 @@ and nothing is ever written outside the destination."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -358,3 +360,41 @@ def test_the_member_check_is_pure_and_normalizes_names() -> None:
     with pytest.raises(UnsafeArchiveError) as caught:
         check.add("x", MemberKind.FILE, -1)
     assert str(caught.value) == "refused member 'x': the header gives a negative size -1"
+
+
+def test_a_huge_pax_header_is_refused_before_tarfile_reads_it(tmp_path: Path) -> None:
+    """A 40 kB tar.gz may declare a 40 MB pax header, which tarfile would read whole."""
+    path = tmp_path / "pax.tar.gz"
+    manifest = b'{"schema": 1}'
+    with tarfile.open(path, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        info.pax_headers = {"comment": "x" * (40 << 20)}
+        tar.addfile(info, io.BytesIO(manifest))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(BuildTooLargeError, match="extended tar header; at most 1048576"):
+        inspect_archive(path, ArchiveLimits())
+
+
+def test_a_zip64_record_hidden_from_the_locator_still_counts(tmp_path: Path) -> None:
+    """Python's zipfile reads the zip64 record just before the locator, not where the locator
+    points: a benign record at the pointed place must not hide the real member count."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(300):
+            archive.writestr(f"f{index:04d}", b"")
+    data = buffer.getvalue()
+    end = data.rfind(b"PK\x05\x06")
+    count, directory_size, directory_at = struct.unpack_from("<HII", data, end + 10)
+    record = "<4sQ2H2L2Q2Q"
+    benign = struct.pack(record, b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, 50, directory_at + 56)
+    real = struct.pack(record, b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, directory_size,
+                       directory_at + 56)  # fmt: skip
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, directory_at, 1)
+    tail = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, 50, directory_at + 56, 0)
+    crafted = data[:directory_at] + benign + data[directory_at:end] + real + locator + tail
+    path = tmp_path / "hidden.zip"
+    path.write_bytes(crafted)
+    assert len(zipfile.ZipFile(path).infolist()) == 300  # what zipfile would load
+    with pytest.raises(BuildTooLargeError, match="more than 2 members"):
+        inspect_archive(path, ArchiveLimits(max_members=2))

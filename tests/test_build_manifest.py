@@ -71,6 +71,8 @@ def test_requirements_are_what_the_indexer_filters_on() -> None:
          "expected 1 to 32 of a-z, 0-9 and '-', not starting '-', got '-arcade'"),
         ({"name": "a" * 33}, "name",
          f"expected 1 to 32 of a-z, 0-9 and '-', not starting '-', got '{'a' * 33}'"),
+        ({"name": "reference"}, "name",
+         "'reference' is the network's built-in game; choose another"),
         ({"version": ""}, "version", "expected 1 to 32 of 0-9, A-Z, a-z, '.+-', got ''"),
         ({"version": "1.0 beta"}, "version",
          "expected 1 to 32 of 0-9, A-Z, a-z, '.+-', got '1.0 beta'"),

@@ -158,7 +158,7 @@ def test_an_impossible_rtt_is_refused(rtt):
     book = settled_world()
     before = book.coordinate("container")
 
-    with pytest.raises(SampleRefusedError, match="must be a positive number of seconds") as e:
+    with pytest.raises(SampleRefusedError, match="must be at least 1e-05 s and at most 10 s") as e:
         measure(book, "verifier", "container", rtt)
 
     assert e.value.reason is Refusal.INVALID_RTT

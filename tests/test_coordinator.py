@@ -69,8 +69,14 @@ def test_a_lying_verifier_is_outvoted_and_recorded_then_the_bot_check_follows() 
         coord.report(task.check_id, verdict(liar, True), 1003.0)
     # Admitted: its first bot session is due at once, with a ticket that seats the bot there.
     (bot,) = coord.due([("c1", Admission.READY)], 1002.0)
-    assert bot.check is Check.BOT and coord.ticket_for(bot.ticket) == bot
-    assert coord.ticket_for("forged") is None
+    assert bot.check is Check.BOT and set(bot.tickets) == set(bot.committee)
+    first, second = list(bot.tickets.values())[:2]
+    assert coord.redeemable(first) == bot
+    assert coord.redeemable(first) == bot  # a refused claim leaves it usable
+    coord.redeem(first)
+    assert coord.redeemable(first) is None  # each member's ticket seats once
+    assert coord.redeemable(second) == bot
+    assert coord.redeemable("forged") is None
 
 
 def test_a_round_past_its_deadline_is_decided_by_those_who_answered() -> None:
@@ -147,7 +153,7 @@ def test_a_session_is_sampled_at_a_random_time_after_it_can_be_and_again_after()
     (task,) = coord.due([("c1", READY)], due_at, sessions)
     assert task.check is Check.LIVE and task.container_id == "c1"
     assert task.session_id == ["s1", "s2"][replica.integers(2)]
-    assert coord.ticket_for(task.ticket) is None  # a live check seats no bot anywhere
+    assert all(coord.redeemable(t) is None for t in task.tickets.values())  # live: seats no bot
     decide(coord, task, due_at + 1)
     again = due_at + 1 + replica.exponential(LIVE_CONFIG.live_interval)
     assert coord.due([("c1", READY)], again - 0.001, sessions) == []

@@ -93,11 +93,11 @@ def test_landmarks_cover_regions_and_explore_the_least_placed() -> None:
 def test_refused_samples_are_named_and_leave_the_player_unplaced() -> None:
     placement = Placement(VivaldiConfig(dimensions=2), np.random.default_rng(1))
     placement.join("a", "eu", "http://a/probe")
-    placed = placement.place("p", [("ghost", 0.01), ("a", -1.0), ("a", math.nan)])
+    placed = placement.place("p", [("ghost", 0.01), ("a", 1e-157), ("a", math.nan)])
     assert placed.coordinate is None
     assert placed.refused == {
         "ghost": "container 'ghost' has no coordinate",
-        "a": "an RTT of nan s is not a positive number up to 10",
+        "a": "an RTT of nan s is not a number from 5e-05 to 10",
     }
     assert "p" not in placement.book
 

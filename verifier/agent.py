@@ -33,6 +33,12 @@ from verifier.verdict import Check, Finding, Verdict
 log = logging.getLogger(__name__)
 
 RECONNECT_S = 2.0
+SEAT_RETRY_S = 2.0  # a bot check on a container with no free seat asks again this often
+SESSION_BUDGET_S = 15.0  # what a bot session needs of its check's time, warm-up included
+
+
+class NoSeatError(RuntimeError):
+    """The container stayed full (players, fellow members' bots) until too late to play."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,11 @@ class VerifierAgent:
                 async for frame in ws:
                     if frame.type is not aiohttp.WSMsgType.TEXT:
                         break
-                    message = p.parse_message(frame.data, "server")
+                    try:
+                        message = p.parse_message(frame.data, "server")
+                    except p.ProtocolError as exc:  # one bad frame costs itself, not the agent
+                        log.warning("verifier %s: unreadable message: %s", cfg.verifier_id, exc)
+                        continue
                     if isinstance(message, p.Assignment):
                         checks.create_task(self._run(ws, http, message))
                     elif isinstance(message, p.InspectionCommitment | p.InspectionRows):
@@ -93,14 +103,7 @@ class VerifierAgent:
         """Run one assigned check and judge it."""
         cfg = self.config
         if task.kind == Check.BOT.value:
-            request = SessionRequest(
-                cfg.server_url, ticket=task.ticket, width=task.width, height=task.height,
-                fps=task.fps,
-            )  # fmt: skip
-            verdict, _ = await run_bot_session(
-                request, verifier_id=cfg.verifier_id, mode=cfg.mode, limits=cfg.limits
-            )
-            return verdict
+            return await self._bot_check(task)
         if task.kind == Check.LIVE.value:
             return await live_verdict(http, cfg.server_url, cfg.verifier_id, task.session)
 
@@ -110,6 +113,31 @@ class VerifierAgent:
         return await inspect_container(
             http, cfg.server_url, cfg.verifier_id, task, send=send, inbox=self._inbox
         )
+
+    async def _bot_check(self, task: p.Assignment) -> Verdict:
+        """A bot session on the container; while its seats are all taken (by players, or by a
+        fellow member's bot) it is asked again every SEAT_RETRY_S until the deadline, which
+        then counts as this member abstaining, not as the container failing."""
+        cfg = self.config
+        # A session takes ~10 s: past this, a seat would come too late to finish by the deadline.
+        give_up = time.monotonic() + task.deadline_ms / 1000 - SESSION_BUDGET_S
+        while True:
+            request = SessionRequest(
+                cfg.server_url, ticket=task.ticket, width=task.width, height=task.height,
+                fps=task.fps,
+            )  # fmt: skip
+            try:
+                verdict, _ = await run_bot_session(
+                    request, verifier_id=cfg.verifier_id, mode=cfg.mode, limits=cfg.limits
+                )
+            except BotError as exc:
+                if exc.code != "unavailable":
+                    raise
+                if time.monotonic() + SEAT_RETRY_S > give_up:
+                    raise NoSeatError(f"no seat on {task.container} before the deadline") from exc
+                await asyncio.sleep(SEAT_RETRY_S)
+                continue
+            return verdict
 
     def judge(self, verdict: Verdict) -> Verdict:
         """The verdict this verifier reports for what it measured: as measured."""
@@ -126,6 +154,9 @@ class VerifierAgent:
             detail = f"the {task.kind} check could not be completed: {exc or 'timed out'}"
             finding = Finding("check_completed", False, detail=detail[:512])
             verdict = Verdict(task.container, who, Check(task.kind), time.time(), (finding,))
+        except NoSeatError as exc:  # busy serving players is no fault: abstain
+            log.info("verifier %s: %s", who, exc)
+            return
         except SampleError as exc:  # nobody's: the session ended, or has too little to judge
             log.info("verifier %s: live sample of %s not judged: %s", who, task.container, exc)
             return

@@ -31,7 +31,12 @@ STATS_PERIOD_S = 2.0  # as web-client/play.js sends its summaries
 
 
 class BotError(RuntimeError):
-    """The server refused the bot, or the session ended before it could play."""
+    """The server refused the bot, or the session ended before it could play; `code` is the
+    server's error code when it refused ("unavailable": no seat now)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def luma_plane(frame: Any) -> np.ndarray:
@@ -206,7 +211,8 @@ class BotPlayer:
                 if isinstance(message, kind):
                     return message
                 if isinstance(message, p.Error | p.Ended):
-                    raise BotError(f"server answered {message.to_json()}")
+                    code = message.code if isinstance(message, p.Error) else ""
+                    raise BotError(f"server answered {message.to_json()}", code)
         raise BotError("signaling closed before the session started")
 
     async def _follow_signaling(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -16,8 +16,8 @@ The committee judges the session's sample as the indexer holds it (verifier/live
 which costs the container nothing. One check is open per container; when a live sample and a
 bot session are both due, the one due first goes first.
 
-A bot check carries a `ticket`, a random secret the committee's verifiers present when they
-ask for their session: the only way to be seated on one chosen container, past the ranking.
+A bot check gives each member its own `ticket`, a random secret it presents (once) when it
+asks for its session: the only way to be seated on one chosen container, past the ranking.
 
 Pure: `now` is Unix seconds (epochs are public wall-clock times). Gaps and sampled sessions
 come from the injected generator; check ids and tickets from the OS (a ticket must not be
@@ -70,7 +70,7 @@ class Task:
     check: Check
     committee: tuple[str, ...]
     deadline: float
-    ticket: str  # for bot sessions: what the verifier shows to be seated on the container
+    tickets: Mapping[str, str]  # member -> its own single-use ticket to be seated (bot checks)
     session_id: str = ""  # for live samples: the session sampled
 
 
@@ -94,6 +94,7 @@ class Coordinator:
         self._rounds: dict[str, tuple[Round, Task]] = {}
         self._open: dict[str, str] = {}  # container -> its open check's id
         self._next_bot: dict[str, float] = {}  # container -> when its next bot session is due
+        self._redeemed: set[str] = set()  # tickets already used (pruned with their rounds)
         self._next_live: dict[str, float] = {}  # container -> when its next live sample is due
 
     # verifiers ------------------------------------------------------------------------------
@@ -202,18 +203,24 @@ class Coordinator:
         entry = self._rounds.get(check_id)
         return None if entry is None else entry[1]
 
-    def ticket_for(self, ticket: str) -> Task | None:
-        """The open bot check a verifier's ticket belongs to."""
+    def redeemable(self, ticket: str) -> Task | None:
+        """The open bot check an unused member's ticket belongs to."""
         for _, task in self._rounds.values():
-            if task.ticket == ticket and task.check is Check.BOT:
-                return task
+            if task.check is Check.BOT and ticket in task.tickets.values():
+                return None if ticket in self._redeemed else task
         return None
+
+    def redeem(self, ticket: str) -> None:
+        """The ticket seated its bot: it seats no other, so a member cannot take the seats
+        its fellow members need."""
+        self._redeemed.add(ticket)
 
     def forget(self, container_id: str) -> None:
         """The container left: its open check is void, its schedule dropped."""
         check_id = self._open.pop(container_id, None)
         if check_id is not None:
-            del self._rounds[check_id]
+            _, task = self._rounds.pop(check_id)
+            self._redeemed.difference_update(task.tickets.values())
         self._next_bot.pop(container_id, None)
         self._next_live.pop(container_id, None)
 
@@ -236,8 +243,8 @@ class Coordinator:
         check_id = secrets.token_hex(8)
         committee = duty.committee(container_id, check_id)
         deadline = now + self.config.round_seconds
-        ticket = secrets.token_urlsafe(16)
-        task = Task(check_id, container_id, check, committee, deadline, ticket, session)
+        tickets = {member: secrets.token_urlsafe(16) for member in committee}
+        task = Task(check_id, container_id, check, committee, deadline, tickets, session)
         self._rounds[check_id] = (Round(container_id, check_id, check, committee, deadline), task)
         self._open[container_id] = check_id
         return task
@@ -245,6 +252,7 @@ class Coordinator:
     def _close(self, round_: Round, now: float) -> Decision | None:
         decision = round_.decide(now)
         if decision is not None:
-            del self._rounds[round_.check_id]
+            _, task = self._rounds.pop(round_.check_id)
+            self._redeemed.difference_update(task.tickets.values())
             del self._open[round_.container_id]
         return decision
