@@ -38,7 +38,12 @@ MAX_SUMMARIES = 30  # player summaries in one live sample: a minute at one every
 MAX_COUNT = 10**12  # a player's counters since its session started
 
 Role = Literal["player", "container", "server", "verifier"]
-CHECKS = ("registration", "bot", "live")  # the checks a verifier is assigned (verifier/verdict.py)
+CHECKS = (
+    "registration",
+    "spot",
+    "bot",
+    "live",
+)  # the checks a verifier is assigned (verifier/verdict.py)
 
 
 class ProtocolError(ValueError):

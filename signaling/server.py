@@ -132,6 +132,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/ws/verifier", verifier_socket)
     app.router.add_get("/api/verifiers", list_verifiers)
     app.router.add_get("/api/containers/{container}/registration", container_registration)
+    app.router.add_get("/api/containers/{container}/heartbeat", container_heartbeat)
     app.router.add_get("/api/containers", list_containers)
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/sessions/{session}/sample", session_sample)
@@ -599,15 +600,27 @@ async def list_indexers(request: web.Request) -> web.Response:
     return web.json_response({"indexers": urls})
 
 
-async def container_registration(request: web.Request) -> web.Response:
-    """What a container announced, as its Register message: the claims a verifier checks."""
+def _container_view(request: web.Request) -> ContainerView:
     container_id = request.match_info["container"]
     for view in request.app[BROKER].store.views(time.monotonic()):
         if view.spec.container_id == container_id:
-            return web.Response(
-                text=view.spec.to_register().to_json(), content_type="application/json"
-            )
+            return view
     raise web.HTTPNotFound(text=f"container {container_id!r} is not registered")
+
+
+async def container_registration(request: web.Request) -> web.Response:
+    """What a container announced, as its Register message: the claims a verifier checks."""
+    body = _container_view(request).spec.to_register().to_json()
+    return web.Response(text=body, content_type="application/json")
+
+
+async def container_heartbeat(request: web.Request) -> web.Response:
+    """The telemetry a container's last heartbeat carried, as that Heartbeat: what a spot
+    check compares with its claims."""
+    view = _container_view(request)
+    if view.telemetry is None:
+        raise web.HTTPNotFound(text=f"container {view.spec.container_id!r} sent no telemetry yet")
+    return web.Response(text=p.Heartbeat(view.telemetry).to_json(), content_type="application/json")
 
 
 async def list_verifiers(request: web.Request) -> web.Response:

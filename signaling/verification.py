@@ -112,7 +112,8 @@ class VerificationDesk:
         views = {v.spec.container_id: v for v in self.store.views(mono) if v.live}
         admissions = ((c, v.admission) for c, v in views.items())
         full = {c for c, v in views.items() if v.load >= FULL_LOAD}
-        tasks = self.coordinator.due(admissions, now, live, full)
+        idle = {c for c, v in views.items() if not v.sessions}
+        tasks = self.coordinator.due(admissions, now, live, full, idle)
         out = []
         for task in tasks:
             spec = views[task.container_id].spec
@@ -166,14 +167,14 @@ class VerificationDesk:
         task = self.coordinator.task(check_id)
         if (
             task is None
-            or task.check is not Check.REGISTRATION
+            or task.check not in (Check.REGISTRATION, Check.SPOT)
             or named != verifier_id
             or verifier_id not in task.committee
         ):
             raise p.ProtocolError(
                 "forbidden",
-                f"inspection {inspection!r}: no open registration check of yours by that id "
-                f"(ids are '<check>.{verifier_id}')",
+                f"inspection {inspection!r}: no open registration or spot check of yours by "
+                f"that id (ids are '<check>.{verifier_id}')",
             )
         if inspection in self._inspections:  # one challenge per member and check: no flooding
             raise p.ProtocolError("unexpected", f"inspection {inspection!r} was sent already")

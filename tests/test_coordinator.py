@@ -117,7 +117,7 @@ def test_a_forgotten_container_has_no_open_check() -> None:
 
 # Live samples ---------------------------------------------------------------------------------
 
-LIVE_CONFIG = dataclasses.replace(CONFIG, spot_interval=1e6, live_interval=10.0)
+LIVE_CONFIG = dataclasses.replace(CONFIG, bot_interval=1e6, live_interval=10.0)
 READY = Admission.READY
 
 
@@ -140,7 +140,8 @@ def watched(config: VerificationConfig = LIVE_CONFIG) -> tuple[Coordinator, np.r
     (bot,) = coord.due([("c1", READY)], 1000.0)
     decide(coord, bot, 1001.0)
     replica = np.random.default_rng(0)
-    replica.exponential(config.spot_interval)
+    replica.exponential(config.spot_interval)  # its spot schedule, started when first seen ready
+    replica.exponential(config.bot_interval)  # the gap to its next bot session
     return coord, replica
 
 
@@ -186,19 +187,22 @@ def test_only_admitted_containers_are_sampled_and_a_forgotten_one_is_not() -> No
 
 
 def test_when_a_bot_session_and_a_live_sample_are_both_due_the_earlier_goes_first() -> None:
-    config = dataclasses.replace(LIVE_CONFIG, spot_interval=5.0)
+    config = dataclasses.replace(LIVE_CONFIG, bot_interval=5.0)
     coord, replica = watched(config)
-    bot_at = 1001.0 + np.random.default_rng(0).exponential(config.spot_interval)
+    draws = np.random.default_rng(0)
+    draws.exponential(config.spot_interval)
+    bot_at = 1001.0 + draws.exponential(config.bot_interval)
     sessions = {"c1": ["s1"]}
     assert coord.due([("c1", READY)], 1002.0, sessions) == []
     live_at = 1002.0 + replica.exponential(config.live_interval)
-    assert bot_at < live_at  # this generator's draws
+    earlier, later = (Check.LIVE, Check.BOT) if live_at <= bot_at else (Check.BOT, Check.LIVE)
     both = max(bot_at, live_at) + 1
     (first,) = coord.due([("c1", READY)], both, sessions)
-    assert first.check is Check.BOT
+    assert first.check is earlier
     decide(coord, first, both)
     (second,) = coord.due([("c1", READY)], both, sessions)
-    assert (second.check, second.session_id) == (Check.LIVE, "s1")
+    assert second.check is later
+    assert second.session_id == ("s1" if later is Check.LIVE else "")
 
 
 def test_a_full_container_waits_for_its_bot_session() -> None:
@@ -206,3 +210,17 @@ def test_a_full_container_waits_for_its_bot_session() -> None:
     assert coord.due([("c1", Admission.READY)], 1000.0, full={"c1"}) == []
     (bot,) = coord.due([("c1", Admission.READY)], 1001.0)
     assert bot.check is Check.BOT
+
+
+def test_spot_checks_are_for_admitted_containers_standing_by() -> None:
+    coord = coordinator()
+    far = 1000.0 + 10 * CONFIG.bot_interval  # every schedule is due by then
+    coord.due([("c1", Admission.READY)], 1000.0, full={"c1"}, idle={"c1"})  # schedules start
+    (busy,) = coord.due([("c1", Admission.READY)], far)  # not idle: never a spot check
+    assert busy.check is Check.BOT
+    coord.forget("c1")
+    coord.due([("c1", Admission.READY)], 1000.0, full={"c1"}, idle={"c1"})
+    (standing_by,) = coord.due([("c1", Admission.READY)], far, full={"c1"}, idle={"c1"})
+    assert standing_by.check is Check.SPOT  # the bot waits for a seat; the spot check not
+    coord.forget("c1")
+    assert coord.due([("c1", Admission.QUALITY_CONTROL)], far, full={"c1"}, idle={"c1"}) == []

@@ -32,8 +32,8 @@ H100 = p.GpuSpec(0, "NVIDIA H100 80GB HBM3", "GPU-0000", 81559)
 CYCLE_S = 90  # a registration check and a bot session, on a busy 2-core machine
 
 
-def server_config(verifiers: int) -> ServerConfig:
-    verification = verification_for(verifiers, round_seconds=60.0, spot_interval=3600.0)
+def server_config(verifiers: int, spot_interval: float = 3600.0) -> ServerConfig:
+    verification = verification_for(verifiers, round_seconds=60.0, spot_interval=spot_interval)
     return ServerConfig(admit_on_register=False, verification=verification)
 
 
@@ -89,6 +89,23 @@ async def test_a_healthy_container_is_admitted_then_passes_its_bot_session(http)
     assert bot["check"] == "bot" and bot["outcome"] == "passed", bot
     assert row["state"] in ("inspected and ready", "connected and healthy")
     assert row["verification"]["qos"] > 0.7 and row["verification"]["penalty"] == 0
+
+
+async def test_a_standing_by_container_gets_a_spot_check(http) -> None:
+    """After its inspection cycle, a container with no session is spot-checked at a random
+    time: its heartbeat's load and a small challenge, relayed like the registration's."""
+    async with (
+        serve("127.0.0.1", 0, server_config(1, spot_interval=0.5)) as server,
+        run_verifier(VerifierAgent(VerifierConfig(server.url, "v0"))),
+        container(server),
+    ):
+        row = await decided(http, server, checks=3)
+    checks = [d["check"] for d in row["verification"]["decisions"]]
+    assert checks[-2:] == ["bot", "registration"] and checks[0] == "spot", checks
+    spot = row["verification"]["decisions"][0]
+    findings = {f["name"]: f for f in spot["findings"]}
+    assert set(findings) == {"gpus_present", "cpu_idle", "gpu_idle", "challenge"}
+    assert findings["challenge"]["passed"] and findings["gpus_present"]["passed"], findings
 
 
 @pytest.mark.parametrize(

@@ -45,9 +45,9 @@ async def desk_with_a_check(check: str) -> tuple[VerificationDesk, p.Assignment]
 async def test_each_inspection_is_relayed_once_and_only_for_its_member() -> None:
     desk, task = await desk_with_a_check("registration")
     inspection = f"{task.check}.v0"
-    with pytest.raises(p.ProtocolError, match="no open registration check of yours"):
+    with pytest.raises(p.ProtocolError, match="no open registration or spot check of yours"):
         desk.challenge_route("v9", f"{task.check}.v9")  # not on the committee
-    with pytest.raises(p.ProtocolError, match="no open registration check of yours"):
+    with pytest.raises(p.ProtocolError, match="no open registration or spot check of yours"):
         desk.challenge_route("v0", f"{task.check}.v1")  # naming another member
     assert desk.challenge_route("v0", inspection) == "c1"
     with pytest.raises(p.ProtocolError, match="was sent already"):

@@ -27,7 +27,13 @@ from signaling.verification import report_of
 from verifier.bot import BotError
 from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
 from verifier.live_sample import SampleError, evaluate_live, sample_of
-from verifier.registration import ContainerFailedCheckError, InspectionInbox, inspect_container
+from verifier.registration import (
+    ChallengeLink,
+    ContainerFailedCheckError,
+    InspectionInbox,
+    inspect_container,
+    spot_check,
+)
 from verifier.verdict import Check, Finding, Verdict
 
 log = logging.getLogger(__name__)
@@ -110,9 +116,10 @@ class VerifierAgent:
         async def send(message: p.Message) -> None:
             await ws.send_str(message.to_json())
 
-        return await inspect_container(
-            http, cfg.server_url, cfg.verifier_id, task, send=send, inbox=self._inbox
-        )
+        link = ChallengeLink(send, self._inbox, f"{task.check}.{cfg.verifier_id}")
+        if task.kind == Check.SPOT.value:
+            return await spot_check(http, cfg.server_url, task, link)
+        return await inspect_container(http, cfg.server_url, task, link)
 
     async def _bot_check(self, task: p.Assignment) -> Verdict:
         """A bot session on the container; while its seats are all taken (by players, or by a

@@ -2,9 +2,11 @@
 
 One inspection cycle per container: a REGISTRATION check while it awaits inspection (or needs
 re-inspection), then, as soon as it is admitted, a BOT session (the verifier plays it and reads
-the markers), then bot sessions at random times (exponential gaps, mean `spot_interval`) for
-as long as it is ready or in quality control: random so that a container cannot behave only
-when it expects to be watched. Each check is judged by a committee drawn from the epoch's
+the markers), then bot sessions at random times (exponential gaps, mean `bot_interval`) for
+as long as it is ready or in quality control, and, while it stands by with no session, SPOT
+checks (its heartbeat's load and a small challenge: verifier/live_sample.py) at random times
+(mean `spot_interval`): random so that a container cannot behave only when it expects to be
+watched. Each check is judged by a committee drawn from the epoch's
 on-duty verifiers (verifier/rotation.py), decided by majority (verifier/consensus.py) and
 scored (verifier/scores.py); the edge applies the judgement (a lifecycle event, the QoS and
 penalty selection ranks by).
@@ -56,9 +58,10 @@ class VerificationConfig:
     rotation: RotationConfig = field(default_factory=RotationConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     round_seconds: float = 60.0  # a committee member that has not answered by then is absent
-    spot_interval: float = 600.0  # mean seconds between bot sessions on an admitted container
+    spot_interval: float = 600.0  # mean seconds between spot checks of a standing-by container
     # Mean seconds between live samples of a container while it has sessions to sample.
     live_interval: float = 300.0
+    bot_interval: float = 1800.0  # mean seconds between bot sessions on an admitted container
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class Coordinator:
         self._next_bot: dict[str, float] = {}  # container -> when its next bot session is due
         self._redeemed: set[str] = set()  # tickets already used (pruned with their rounds)
         self._next_live: dict[str, float] = {}  # container -> when its next live sample is due
+        self._next_spot: dict[str, float] = {}  # container -> when its next spot check is due
 
     # verifiers ------------------------------------------------------------------------------
 
@@ -134,11 +138,13 @@ class Coordinator:
         now: float,
         live: Mapping[str, Sequence[str]] | None = None,
         full: Collection[str] = frozenset(),
+        idle: Collection[str] = frozenset(),
     ) -> list[Task]:
         """Start the checks now due on these (live) containers, one open check each.
         `live`: each container's sessions a live sample could be taken of now. `full`:
         containers with no seat left, whose bot session waits (it could not be seated, and a
-        container busy serving players is not failing them)."""
+        container busy serving players is not failing them). `idle`: containers standing by
+        with no session, which spot checks are for."""
         tasks = []
         for container_id, admission in containers:
             if container_id in self._open:
@@ -147,11 +153,14 @@ class Coordinator:
             live_at = self._live_due(container_id, admission, sessions, now)
             watched = admission in _WATCHED and container_id not in full
             bot_at = self._next_bot.get(container_id, now) if watched else math.inf
+            spot_at = self._spot_due(container_id, admission, container_id in idle, now)
             session = ""
             if admission in _INSPECTED:
                 check = Check.REGISTRATION
-            elif min(live_at, bot_at) > now:
+            elif min(live_at, bot_at, spot_at) > now:
                 continue
+            elif spot_at < min(live_at, bot_at):
+                check = Check.SPOT
             elif live_at <= bot_at:
                 check = Check.LIVE
                 ordered = sorted(sessions)
@@ -192,7 +201,10 @@ class Coordinator:
         if decision.check is Check.LIVE:
             self._next_live[container_id] = decision.at + self._gap(self.config.live_interval)
             return judgement
-        gap = self._gap(self.config.spot_interval)
+        if decision.check is Check.SPOT:
+            self._next_spot[container_id] = decision.at + self._gap(self.config.spot_interval)
+            return judgement
+        gap = self._gap(self.config.bot_interval)
         registration = decision.check is Check.REGISTRATION
         # Admitted just now: its first bot session completes the inspection cycle at once.
         self._next_bot[container_id] = decision.at + (0.0 if registration else gap)
@@ -223,6 +235,17 @@ class Coordinator:
             self._redeemed.difference_update(task.tickets.values())
         self._next_bot.pop(container_id, None)
         self._next_live.pop(container_id, None)
+        self._next_spot.pop(container_id, None)
+
+    def _spot_due(self, container_id: str, admission: Admission, idle: bool, now: float) -> float:
+        """When the container's next spot check is due (inf: not standing by). Its schedule
+        starts, a random gap ahead, when it is first seen admitted."""
+        if admission is not Admission.READY:
+            self._next_spot.pop(container_id, None)
+            return math.inf
+        if container_id not in self._next_spot:
+            self._next_spot[container_id] = now + self._gap(self.config.spot_interval)
+        return self._next_spot[container_id] if idle else math.inf
 
     def _live_due(
         self, container_id: str, admission: Admission, sessions: Sequence[str], now: float

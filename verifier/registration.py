@@ -1,4 +1,4 @@
-"""The registration check from the verifier's side: read the claims, challenge, judge.
+"""The challenge checks from the verifier's side, registration and spot: claims, challenge, judge.
 
 1. The container's claims: what it registered, from the indexer (`/api/containers/ID/
    registration`), never from the container itself.
@@ -19,6 +19,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -27,7 +28,8 @@ import numpy as np
 from signaling import protocol as p
 from verifier.challenge import Challenge, RevealedRow, check, make_challenge, pick_rows
 from verifier.inspection import HostMeasurement, device_class, inspect_registration
-from verifier.verdict import Verdict
+from verifier.live_sample import evaluate_spot, spot_challenge
+from verifier.verdict import Finding, Verdict
 
 M = TypeVar("M", bound=p.Message)
 REVEAL_WAIT_S = 30.0  # for the revealed rows, once asked: reading rows back takes no work
@@ -65,27 +67,28 @@ async def claims_of(http: aiohttp.ClientSession, server_url: str, container_id: 
     return message
 
 
-async def inspect_container(
-    http: aiohttp.ClientSession,
-    server_url: str,
-    verifier_id: str,
-    task: p.Assignment,
-    *,
-    send: Callable[[p.Message], Awaitable[None]],
-    inbox: InspectionInbox,
-) -> Verdict:
-    """Run one registration check of `task.container` and judge it."""
-    claim = await claims_of(http, server_url, task.container)
-    challenge = make_challenge(secrets.token_bytes(32), device_class(claim.host))
-    inspection = f"{task.check}.{verifier_id}"
-    answers = inbox.open(inspection)
+@dataclass(frozen=True, slots=True)
+class ChallengeLink:
+    """How a check reaches its container: the verifier's socket to send through, the inbox
+    its relayed answers arrive in, and the inspection id that routes them."""
+
+    send: Callable[[p.Message], Awaitable[None]]
+    inbox: InspectionInbox
+    inspection: str  # "<check id>.<verifier id>"
+
+
+async def challenge_round(
+    link: ChallengeLink, challenge: Challenge
+) -> tuple[p.InspectionCommitment, Finding]:
+    """Send `challenge`, time the commitment, ask for rows drawn after it, and judge them."""
+    answers = link.inbox.open(link.inspection)
     try:
         started = time.monotonic()
-        await send(_challenge_message(inspection, challenge))
+        await link.send(_challenge_message(link.inspection, challenge))
         commitment = await _next(answers, p.InspectionCommitment, challenge.time_bound_s + 5.0)
         elapsed = time.monotonic() - started
         rows = pick_rows(challenge, secrets.token_bytes(32))
-        await send(p.InspectionReveal(inspection, list(rows)))
+        await link.send(p.InspectionReveal(link.inspection, list(rows)))
         revealed: list[p.RevealedRowRecord] = []
         while len(revealed) < len(rows):
             revealed += (await _next(answers, p.InspectionRows, REVEAL_WAIT_S)).rows
@@ -99,9 +102,44 @@ async def inspect_container(
             raise ContainerFailedCheckError(f"the container's answer is not hex: {exc}") from None
         finding = await asyncio.to_thread(check, challenge, root, elapsed, rows, shown, xp=np)
     finally:
-        inbox.close(inspection)
+        link.inbox.close(link.inspection)
+    return commitment, finding
+
+
+async def inspect_container(
+    http: aiohttp.ClientSession, server_url: str, task: p.Assignment, link: ChallengeLink
+) -> Verdict:
+    """Run one registration check of `task.container` and judge it."""
+    claim = await claims_of(http, server_url, task.container)
+    challenge = make_challenge(secrets.token_bytes(32), device_class(claim.host))
+    commitment, finding = await challenge_round(link, challenge)
     measured = HostMeasurement(commitment.measured, commitment.nvenc, commitment.nvenc_reason)
+    verifier_id = link.inspection.partition(".")[2]
     return inspect_registration(claim, measured, finding, verifier_id, time.time())
+
+
+async def spot_check(
+    http: aiohttp.ClientSession, server_url: str, task: p.Assignment, link: ChallengeLink
+) -> Verdict:
+    """A standing-by container's load from its last heartbeat, then a small challenge."""
+    claim = await claims_of(http, server_url, task.container)
+    url = f"{server_url}/api/containers/{task.container}/heartbeat"
+    async with http.get(url) as response:
+        if response.status != 200:
+            raise ContainerFailedCheckError(f"no heartbeat telemetry of {task.container!r}")
+        heartbeat = p.parse_message(await response.text(), "container")
+    assert isinstance(heartbeat, p.Heartbeat)
+    if heartbeat.telemetry is None:
+        raise ContainerFailedCheckError(f"{task.container!r} sends no telemetry to judge")
+    _, finding = await challenge_round(link, spot_challenge(secrets.token_bytes(32), claim.host))
+    return evaluate_spot(
+        task.container,
+        link.inspection.partition(".")[2],
+        time.time(),
+        claimed=claim.host,
+        telemetry=heartbeat.telemetry,
+        challenge=finding,
+    )
 
 
 def _challenge_message(inspection: str, challenge: Challenge) -> p.InspectionChallenge:
