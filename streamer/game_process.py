@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from streamer.started import Started
 
 PYTHON_NAMES = ("python", "python3")
 TAIL_LINES = 40
@@ -105,7 +106,7 @@ class GameExit:
         return f"the game {verdict}: it {how}" + (f": {last.strip()}" if last else "")
 
 
-class GameProcess:
+class GameProcess(Started):
     """One run of a build's entry on X display `display`; an async context manager.
 
     `on_crash` is awaited (from a task this object owns) when the process ends on its own,
@@ -146,22 +147,6 @@ class GameProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
-
-    async def __aenter__(self) -> GameProcess:
-        try:
-            await self.start()
-        except BaseException:  # cancelled between spawn and watch: no game left behind
-            await asyncio.shield(self.stop())
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if self._process is not None:

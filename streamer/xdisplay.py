@@ -16,8 +16,9 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import IO
+
+from streamer.started import Started
 
 XVFB = Path("/usr/bin/Xvfb")  # Debian's package xvfb
 DEPTH = 24  # 24-bit TrueColor: x11grab then reads bgr0, which swscale converts fastest
@@ -39,7 +40,7 @@ def xvfb_unavailable_reason(xvfb: Path = XVFB) -> str | None:
     return None
 
 
-class XvfbDisplay:
+class XvfbDisplay(Started):
     """An owned Xvfb server with one screen of `width` x `height`; an async context manager.
 
     `name` (":N") is what DISPLAY, x11grab and python-xlib take. Leaving the context stops the
@@ -68,22 +69,6 @@ class XvfbDisplay:
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
-
-    async def __aenter__(self) -> XvfbDisplay:
-        try:
-            await self.start()
-        except BaseException:  # cancelled while waiting for it: no Xvfb left behind
-            await asyncio.shield(self.stop())
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Start Xvfb and return once a client can connect to it."""
