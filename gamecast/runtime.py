@@ -188,7 +188,10 @@ async def embedded_network(
     with tempfile.TemporaryDirectory(prefix="gamecast-") as state:
         # The container is authenticated like any other: a host key issued for this run.
         store = KeyStore(Path(state) / "host-keys.json")
-        _, key_file = store.issue("local", datetime.now(UTC).isoformat())
+        now = datetime.now(UTC).isoformat()
+        _, key_file = store.issue("local", now)
+        names = [f"local-verifier-{number}" for number in range(1, verifiers + 1)]
+        verifier_keys = [HostCredentials(*parse_private_key(store.issue(n, now)[1])) for n in names]
         store.save()
         credentials = HostCredentials(*parse_private_key(key_file))
         config = ServerConfig(host_keys=store.path)
@@ -200,8 +203,8 @@ async def embedded_network(
             serve(host, port, config) as server,
             contextlib.AsyncExitStack() as on_duty,
         ):
-            for number in range(1, verifiers + 1):
-                verifier = VerifierAgent(VerifierConfig(server.url, f"local-verifier-{number}"))
+            for name, key in zip(names, verifier_keys, strict=True):
+                verifier = VerifierAgent(VerifierConfig(server.url, name, key=key))
                 await on_duty.enter_async_context(run_verifier(verifier))
             agent_config = AgentConfig(
                 server.container_url,

@@ -347,6 +347,11 @@ class Enlist(Message):
     senders = ("verifier",)
     verifier: str = field(metadata={"max": 64})
     stake: int = field(metadata={"low": 1, "high": 10**15})
+    # Signed like a registration (indexer/keys.py) over the socket's Challenge, with a key the
+    # network's operator issued the verifier; unsigned where the indexer checks no keys.
+    key_id: str = field(default="", metadata={"max": 64})
+    challenge: str = field(default="", metadata={"max": 128})
+    signature: str = field(default="", metadata={"max": 128})
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,8 +408,10 @@ async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
     ws = await _open_socket(request)
     desk, broker = app[DESK], app[BROKER]
     verifier_id: str | None = None
+    challenge = keys.new_challenge()
+    await _send(ws, p.Challenge(challenge))
     try:
-        async for message, _ in _messages(app, ws, "verifier"):
+        async for message, text in _messages(app, ws, "verifier"):
             try:
                 if isinstance(message, p.Enlist):
                     if verifier_id not in (None, message.verifier):
@@ -419,6 +421,7 @@ async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
                         raise p.ProtocolError(
                             "conflict", f"verifier {message.verifier!r} is connected already"
                         )
+                    await _authenticate(app, message, text, challenge)
                     await _send(ws, desk.enlist(message))
                     verifier_id = message.verifier
                     app[PEERS][("verifier", verifier_id)] = ws
@@ -493,10 +496,10 @@ async def _forward(app: web.Application, container_id: str, message: p.Message, 
 
 
 async def _authenticate(
-    app: web.Application, message: p.Register, text: str, challenge: str
+    app: web.Application, message: p.Register | p.Enlist, text: str, challenge: str
 ) -> None:
-    """Refuse a registration that is not signed over this connection's challenge by a live
-    host key, or that names a container id another key registered first."""
+    """Refuse a registration or an enlistment that is not signed over this connection's
+    challenge by a live key, or that names a container (verifier) id another key used first."""
     store = app.get(KEYS)
     if store is None:
         return
@@ -514,10 +517,15 @@ async def _authenticate(
         raise p.ProtocolError(exc.code, exc.reason) from None
     except keys.KeyStoreError as exc:
         raise p.ProtocolError("unavailable", str(exc)) from None
-    if await _owner_of(app, message.container, key.key_id) != key.key_id:
+    kind, name = (
+        ("container", message.container)
+        if isinstance(message, p.Register)
+        else ("verifier", message.verifier)
+    )
+    owned = name if kind == "container" else f"verifier:{name}"  # ids of two kinds never clash
+    if await _owner_of(app, owned, key.key_id) != key.key_id:
         raise p.ProtocolError(
-            "conflict",
-            f"container id {message.container!r} belongs to another host key; choose another id",
+            "conflict", f"{kind} id {name!r} belongs to another key; choose another id"
         )
 
 

@@ -16,7 +16,7 @@ from gamecast.runtime import RunningServer
 from indexer.keys import HostCredentials, KeyStore, parse_private_key
 from indexer.lifecycle import Event
 from signaling import protocol as p
-from signaling.protocol import Register
+from signaling.protocol import Enlist, Register
 from streamer.encoder import EncodedFrame
 from streamer.game import ReferenceGame
 from streamer.input_events import KeyEvent, PointerButton, PointerMove
@@ -117,8 +117,9 @@ def host_credentials(server: RunningServer, host: str = "test-host") -> HostCred
     return HostCredentials(*parse_private_key(key_file))
 
 
-def signed(register: Register, credentials: HostCredentials, challenge: str) -> str:
-    """`register` as an agent holding `credentials` sends it on a socket opened with `challenge`."""
+def signed(register: Register | Enlist, credentials: HostCredentials, challenge: str) -> str:
+    """`register` (or a verifier's Enlist) as a peer holding `credentials` sends it on a socket
+    opened with `challenge`."""
     register = dataclasses.replace(register, key_id=credentials.key_id, challenge=challenge)
     signature = credentials.sign(challenge, json.loads(register.to_json()))
     return dataclasses.replace(register, signature=signature).to_json()

@@ -119,7 +119,7 @@ async def test_container_must_register_first(network, http) -> None:
         await ws.send_str(signed(register, host_credentials(server), challenge))
         error = await _next_error(ws)
         assert error["code"] == "conflict"
-        assert "belongs to another host key" in error["reason"]
+        assert error["reason"] == "container id 'local-1' belongs to another key; choose another id"
 
 
 async def test_abuse_never_touches_a_live_session(network, http, playing_bot) -> None:

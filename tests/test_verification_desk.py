@@ -4,11 +4,14 @@ challenge larger than the host's specs warrant is refused; a verifier id cannot 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import numpy as np
 import pytest
 
 from gamecast.runtime import serve
+from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
@@ -17,6 +20,7 @@ from signaling.server import ServerConfig
 from signaling.verification import VerificationDesk
 from streamer.inspected import ChallengeSolver
 from streamer.telemetry import TelemetryReader
+from tests.samples import challenge_of, host_credentials, signed
 from verifier.challenge import ChallengeError
 from verifier.coordinator import Coordinator, VerificationConfig
 from verifier.rotation import RotationConfig
@@ -80,8 +84,37 @@ async def test_a_connected_verifier_id_cannot_be_taken_over(http: aiohttp.Client
     async with serve("127.0.0.1", 0, ServerConfig()) as server:
         url = server.url.replace("http", "ws", 1) + "/ws/verifier"
         async with http.ws_connect(url) as first, http.ws_connect(url) as second:
+            await challenge_of(first)
+            await challenge_of(second)  # unsigned: this indexer checks no keys
             await first.send_str(p.Enlist("v0", 10).to_json())
             assert isinstance(p.parse_message((await first.receive()).data, "server"), p.Enlisted)
             await second.send_str(p.Enlist("v0", 99).to_json())
             refusal = p.parse_message((await second.receive()).data, "server")
     assert refusal == p.Error("conflict", "verifier 'v0' is connected already", "enlist")
+
+
+async def test_enlisting_needs_a_live_key_where_the_indexer_checks_keys(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    store.save()
+    async with serve("127.0.0.1", 0, ServerConfig(host_keys=store.path)) as server:
+        url = server.url.replace("http", "ws", 1) + "/ws/verifier"
+        mine, theirs = (
+            host_credentials(server, "verifier-a"),
+            host_credentials(server, "verifier-b"),
+        )
+        async with http.ws_connect(url) as ws:
+            challenge = await challenge_of(ws)
+            await ws.send_str(p.Enlist("v0", 10).to_json())  # unsigned
+            assert (await ws.receive_json())["code"] == "malformed"
+            await ws.send_str(signed(p.Enlist("v0", 10), mine, challenge))
+            assert (await ws.receive_json())["type"] == "enlisted"
+        async with http.ws_connect(url) as ws:  # another key for the same verifier id
+            challenge = await challenge_of(ws)
+            await ws.send_str(signed(p.Enlist("v0", 10), theirs, challenge))
+            refusal = await ws.receive_json()
+    assert (refusal["code"], refusal["reason"]) == (
+        "conflict",
+        "verifier id 'v0' belongs to another key; choose another id",
+    )

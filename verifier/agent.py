@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import time
 import urllib.parse
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from indexer.keys import HostCredentials
 from signaling import protocol as p
 from signaling.verification import report_of
 from verifier.bot import BotError
@@ -54,6 +57,7 @@ class VerifierConfig:
     stake: int = 100
     mode: str = "aiortc"  # how bot sessions play: one of verifier.bot_session.MODES
     limits: BotLimits = field(default_factory=BotLimits)
+    key: HostCredentials | None = None  # signs the enlistment (indexer/keys.py)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -83,25 +87,40 @@ class VerifierAgent:
     async def serve_once(self) -> None:
         """One connection: enlist, then run assignments as they come, until it closes."""
         cfg = self.config
-        async with aiohttp.ClientSession() as http, http.ws_connect(self.socket_url) as ws:
-            await ws.send_str(p.Enlist(cfg.verifier_id, cfg.stake).to_json())
-            async with asyncio.TaskGroup() as checks:
-                async for frame in ws:
-                    if frame.type is not aiohttp.WSMsgType.TEXT:
-                        break
-                    try:
-                        message = p.parse_message(frame.data, "server")
-                    except p.ProtocolError as exc:  # one bad frame costs itself, not the agent
-                        log.warning("verifier %s: unreadable message: %s", cfg.verifier_id, exc)
-                        continue
-                    if isinstance(message, p.Assignment):
-                        checks.create_task(self._run(ws, http, message))
-                    elif isinstance(message, p.InspectionCommitment | p.InspectionRows):
-                        self._inbox.deliver(message)
-                    elif isinstance(message, p.Enlisted):
-                        self.enlisted.set()
-                    elif isinstance(message, p.Error):
-                        log.warning("verifier %s: indexer says %s", cfg.verifier_id, message.reason)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(self.socket_url) as ws,
+            asyncio.TaskGroup() as checks,
+        ):
+            async for frame in ws:
+                if frame.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                try:
+                    message = p.parse_message(frame.data, "server")
+                except p.ProtocolError as exc:  # one bad frame costs itself, not the agent
+                    log.warning("verifier %s: unreadable message: %s", cfg.verifier_id, exc)
+                    continue
+                if isinstance(message, p.Challenge):
+                    await ws.send_str(self._enlistment(message.challenge).to_json())
+                elif isinstance(message, p.Assignment):
+                    checks.create_task(self._run(ws, http, message))
+                elif isinstance(message, p.InspectionCommitment | p.InspectionRows):
+                    self._inbox.deliver(message)
+                elif isinstance(message, p.Enlisted):
+                    self.enlisted.set()
+                elif isinstance(message, p.Error):
+                    log.warning("verifier %s: indexer says %s", cfg.verifier_id, message.reason)
+
+    def _enlistment(self, challenge: str) -> p.Enlist:
+        """Enlist, signed over this connection's challenge when the verifier holds a key."""
+        cfg = self.config
+        enlist = p.Enlist(cfg.verifier_id, cfg.stake)
+        if cfg.key is None:
+            return enlist
+        enlist = dataclasses.replace(enlist, key_id=cfg.key.key_id, challenge=challenge)
+        return dataclasses.replace(
+            enlist, signature=cfg.key.sign(challenge, json.loads(enlist.to_json()))
+        )
 
     async def check(
         self, ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, task: p.Assignment

@@ -25,11 +25,13 @@ import json
 import math
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from benchmarks.report import table
+from indexer.keys import HostCredentials
 from verifier.agent import VerifierAgent, VerifierConfig
 from verifier.bot import BotError
 from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
@@ -88,6 +90,11 @@ def add_commands(commands: Any) -> None:
         "--on-duty", action="store_true", help="enlist and run assigned checks until Ctrl-C"
     )
     verifier.add_argument("--stake", type=int, default=100, help="the stake to enlist with")
+    verifier.add_argument(
+        "--key",
+        type=Path,
+        help="the key file `gamecast keys issue` wrote for this verifier (signs its enlistment)",
+    )
     verifier.set_defaults(handler=run)
 
 
@@ -103,7 +110,8 @@ def run(args: argparse.Namespace) -> None:
     )
     limits = BotLimits(g2g_p95_ms=args.g2g_p95_ms, i2p_p95_ms=args.i2p_p95_ms)
     if args.on_duty:
-        config = VerifierConfig(args.server, args.verifier_id, args.stake, args.mode, limits)
+        key = None if args.key is None else HostCredentials.load(args.key)
+        config = VerifierConfig(args.server, args.verifier_id, args.stake, args.mode, limits, key)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the way off duty
             asyncio.run(_on_duty(config))
         raise SystemExit(0)
