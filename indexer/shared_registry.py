@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from indexer.lifecycle import (
     IllegalEventError,
     Liveness,
     LivenessConfig,
+    SeatState,
     admission_events,
     availability,
     offered,
@@ -182,6 +183,16 @@ class SharedRegistry:
     async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
         """Shared through the store's feed: every indexer's fleet learns it from there."""
         await self.store.set_coordinate(container_id, coordinate)
+
+    def reserved(self, container_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(container, session) for each RESERVED seat on these containers, as the feed says."""
+        return [
+            (cid, session)
+            for cid in container_ids
+            if (state := self._states.get(cid)) is not None
+            for session, seat in state.seats.items()
+            if seat is SeatState.RESERVED
+        ]
 
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
         return self.fleet.seat_cost(container_id, width, height, fps) is not None

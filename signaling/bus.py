@@ -66,6 +66,11 @@ class SignalBus:
         """Publish to a peer connected elsewhere; False when no indexer has it."""
         return bool(await self._client.publish(self._channel(kind, peer_id), text))
 
+    async def alive(self, indexer_id: str) -> bool:
+        """Whether that indexer still listens on the bus (a dead one's subscription is gone)."""
+        ((_, listeners),) = await self._client.pubsub_numsub(self._channel("indexer", indexer_id))
+        return bool(listeners)
+
     async def forward(self, owner: str, container_id: str, text: str) -> bool:
         body = json.dumps({"container": container_id, "text": text})
         return bool(await self._client.publish(self._channel("indexer", owner), body))

@@ -231,6 +231,7 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
                 now = time.monotonic()
                 out = await broker.expire(now) + await broker.stalled(now)
                 out += await broker.probes_overdue(now)
+                await _free_orphaned_seats(app, now)
                 desk = app[DESK]
                 assignments, demoted = await desk.sweep(time.time(), now, broker.sampleable())
                 out += broker.sessions_lost(demoted, "a verifier demoted the container")
@@ -244,6 +245,27 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def _free_orphaned_seats(app: web.Application, now: float) -> None:
+    """Free seats reserved on our containers by an indexer that died before its player
+    offered: the player went with it, and the container never heard of the session. (A
+    session that started ends through the container, whose End finds its indexer gone.)"""
+    bus, store = app.get(BUS), app[BROKER].store
+    if bus is None or not isinstance(store, SharedRegistry):
+        return
+    held = [peer_id for kind, peer_id in app[PEERS] if kind == "container"]
+    owners_alive: dict[str, bool] = {}
+    for container_id, session_id in store.reserved(held):
+        owner = bus.owner_of(session_id)
+        if owner == bus.indexer_id:
+            continue  # ours: the start timeout frees it
+        if owner not in owners_alive:
+            owners_alive[owner] = await bus.alive(owner)
+        if not owners_alive[owner]:
+            log.info("freeing seat %s on %s: indexer %s is gone", session_id, container_id, owner)
+            with contextlib.suppress(IndexerError):
+                await store.release(container_id, session_id, now)
 
 
 async def _close_sockets(app: web.Application) -> None:
