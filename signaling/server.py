@@ -1,4 +1,4 @@
-"""The aiohttp edge: WebSockets for players and containers, a small REST API, the web client.
+"""The aiohttp edge: WebSockets for players, containers and verifiers, and the app around them.
 
 Everything that decides lives in SessionBroker; this module parses frames, applies per-
 connection rate limits, delivers the broker's messages and turns errors into error replies.
@@ -11,15 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 import uuid
 import weakref
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -29,7 +24,6 @@ from redis.backoff import NoBackoff
 
 from builds.catalog import BuildCatalog
 from builds.http import CATALOG, add_build_routes
-from builds.members import ArchiveLimits
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from indexer import keys
 from indexer.coordinates import VivaldiConfig
@@ -37,69 +31,41 @@ from indexer.errors import IndexerError
 from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
 from indexer.placement import Placement
-from indexer.play_queue import PlayQueue, Relaxation
+from indexer.play_queue import PlayQueue
 from indexer.redis_store import RedisStore
 from indexer.registry import ContainerRegistry
 from indexer.selection import Requirements
 from indexer.shared_registry import SharedRegistry
-from indexer.store import ContainerView, MemoryStore, RegistryStore
+from indexer.store import MemoryStore, RegistryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
+from signaling.config import (
+    BROKER,
+    BUS,
+    CONFIG,
+    COUNTERS,
+    DESK,
+    KEY_OF,
+    KEYS,
+    PEERS,
+    REDIS,
+    SOCKETS,
+    STARTED,
+    ServerConfig,
+)
 from signaling.probing import ProbeRounds
 from signaling.rate_limit import TokenBucket
+from signaling.rest import add_rest_routes
 from signaling.verification import VerificationDesk
-from streamer import input_events
-from streamer.capacity import SHAPES
-from verifier.coordinator import Coordinator, VerificationConfig
+from verifier.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
-WEB_CLIENT_DIR = Path(__file__).resolve().parent.parent / "web-client"
 MESSAGES_PER_SECOND = 20
 MESSAGE_BURST = 40
 # aiohttp closes a connection outright above this; below it, oversize messages get an error reply.
 TRANSPORT_LIMIT = 16 * p.MAX_MESSAGE_BYTES
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    heartbeat_period: float = 2.0
-    missed_heartbeats: int = 3
-    web_client_dir: Path = WEB_CLIENT_DIR
-    relaxation: Relaxation = field(default_factory=Relaxation)
-    queue_limit: int = 1000
-    # Until verifiers exist (issue 6) the embedded network takes announced specs as inspected.
-    admit_on_register: bool = True
-    # The operators' public host keys (indexer/keys.py); None accepts unsigned registrations.
-    host_keys: Path | None = None
-    # The published list of indexers (http://host:port) that players choose from; empty: this one.
-    indexers: tuple[str, ...] = ()
-    # Several indexers share one network through Redis (redis://host:port or unix:///path);
-    # None: this process holds the whole registry in memory.
-    redis_url: str | None = None
-    redis_prefix: str = "gamecast"
-    indexer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    # Verification (verifier/coordinator.py): rotation, committees, scores. The genesis seeds
-    # every epoch's draw and is published at /api/verifiers so anyone can recompute them.
-    verification: VerificationConfig = field(default_factory=VerificationConfig)
-    # Studios' game builds (builds/): archives and metadata under this folder; None: no uploads.
-    builds_dir: Path | None = None
-    build_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
-    genesis: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-
-
-BROKER = web.AppKey("broker", SessionBroker)
-PEERS = web.AppKey("peers", dict)
-CONFIG = web.AppKey("config", ServerConfig)
-COUNTERS = web.AppKey("counters", dict)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)
-KEYS = web.AppKey("keys", KeyStore)
-KEY_OF = web.AppKey("key_of", dict)  # container id -> the host key that first registered it
-REDIS = web.AppKey("redis", aioredis.Redis)
-BUS = web.AppKey("bus", SignalBus)
-DESK = web.AppKey("desk", VerificationDesk)
-STARTED = web.AppKey("started", float)  # Unix seconds: the rotation's genesis time
 
 
 def create_app(config: ServerConfig | None = None) -> web.Application:
@@ -130,16 +96,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/ws/player", player_socket)
     app.router.add_get("/ws/container", container_socket)
     app.router.add_get("/ws/verifier", verifier_socket)
-    app.router.add_get("/api/verifiers", list_verifiers)
-    app.router.add_get("/api/containers/{container}/registration", container_registration)
-    app.router.add_get("/api/containers/{container}/heartbeat", container_heartbeat)
-    app.router.add_get("/api/containers", list_containers)
-    app.router.add_get("/api/sessions", list_sessions)
-    app.router.add_get("/api/sessions/{session}/sample", session_sample)
-    app.router.add_get("/api/indexers", list_indexers)
-    app.router.add_get("/protocol.js", protocol_module)
-    app.router.add_get("/", index_page)
-    app.router.add_static("/static/", config.web_client_dir)
+    add_rest_routes(app)
     app.cleanup_ctx.append(_expire_heartbeats)
     return app
 
@@ -560,168 +517,3 @@ async def _owner_of(app: web.Application, container_id: str, key_id: str) -> str
     owners = f"{app[CONFIG].redis_prefix}:key_of"
     await client.hsetnx(owners, container_id, key_id)
     return str(await client.hget(owners, container_id))
-
-
-async def list_containers(request: web.Request) -> web.Response:
-    store, desk = request.app[BROKER].store, request.app[DESK]
-    now = time.time()
-    rows = [
-        _container_row(view, store) | {"verification": desk.summary(view.spec.container_id, now)}
-        for view in store.views(time.monotonic())
-    ]
-    return web.json_response({"containers": rows})
-
-
-def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
-    """One container for the API and the dashboard.
-
-    `host` is what it announced at registration (null from an agent that predates host specs);
-    `gpu` sums it up ("2x NVIDIA L4"), "cpu-only" without an NVIDIA driver, null when unknown.
-    `gpus` holds each GPU's latest readings, or only its name and memory before the first
-    heartbeat with telemetry; `host_load` is the host's latest CPU and RAM use; `load` is the
-    share of the container its sessions' seats take; `state` is the seed's lifecycle name.
-    """
-    spec = view.spec
-    host = None if spec.host is None else asdict(spec.host)
-    gpus = host.pop("gpus") if host is not None else []
-    gpu = None
-    if spec.host is not None:
-        models = Counter(g.name for g in spec.host.gpus)
-        gpu = ", ".join(n if k == 1 else f"{k}x {n}" for n, k in models.items()) or "cpu-only"
-    host_load = None
-    if view.telemetry is not None and view.telemetry_age is not None:
-        gpus = [asdict(g) for g in view.telemetry.gpus]
-        host_load = {
-            "cpu_percent": view.telemetry.cpu_percent,
-            "ram_used_mib": view.telemetry.ram_used_mib,
-            "age_s": round(view.telemetry_age, 3),
-        }
-    cid = spec.container_id
-    return {
-        "container": cid,
-        "games": sorted(spec.games),
-        "encoders": list(spec.encoders),
-        "max_width": spec.max_width,
-        "max_height": spec.max_height,
-        "max_fps": spec.max_fps,
-        "state": view.state,
-        "availability": view.availability,
-        # The player's choices (streamer/capacity.py SHAPES) this container would be matched to.
-        "offers": [f"{w}x{h}@{fps}" for w, h, fps in SHAPES if store.can_stream(cid, w, h, fps)],
-        "sessions": list(view.sessions),
-        "load": round(view.load, 3),
-        "capacity": [asdict(c) for c in spec.capacity],
-        "encoder_reason": spec.encoder_reason,
-        "frames_on": spec.frames_on,
-        "region": spec.region,
-        "price_per_minute": spec.price_per_minute,
-        "heartbeat_age_s": None if view.heartbeat_age is None else round(view.heartbeat_age, 3),
-        "host": host,
-        "gpu": gpu,
-        "gpus": gpus,
-        "host_load": host_load,
-    }
-
-
-async def list_indexers(request: web.Request) -> web.Response:
-    """Where players may connect: the published indexers, or this one when none is set."""
-    bases = request.app[CONFIG].indexers or (f"{request.scheme}://{request.host}",)
-    urls = [base.replace("http", "ws", 1).rstrip("/") + "/ws/player" for base in bases]
-    return web.json_response({"indexers": urls})
-
-
-def _container_view(request: web.Request) -> ContainerView:
-    container_id = request.match_info["container"]
-    for view in request.app[BROKER].store.views(time.monotonic()):
-        if view.spec.container_id == container_id:
-            return view
-    raise web.HTTPNotFound(text=f"container {container_id!r} is not registered")
-
-
-async def container_registration(request: web.Request) -> web.Response:
-    """What a container announced, as its Register message: the claims a verifier checks."""
-    body = _container_view(request).spec.to_register().to_json()
-    return web.Response(text=body, content_type="application/json")
-
-
-async def container_heartbeat(request: web.Request) -> web.Response:
-    """The telemetry a container's last heartbeat carried, as that Heartbeat: what a spot
-    check compares with its claims."""
-    view = _container_view(request)
-    if view.telemetry is None:
-        raise web.HTTPNotFound(text=f"container {view.spec.container_id!r} sent no telemetry yet")
-    return web.Response(text=p.Heartbeat(view.telemetry).to_json(), content_type="application/json")
-
-
-async def list_verifiers(request: web.Request) -> web.Response:
-    """Everything needed to recompute the rotation and audit the verifiers: the genesis and
-    its time, the roster's stakes, each verifier's record, and the latest decisions."""
-    app = request.app
-    coordinator = app[DESK].coordinator
-    duty = coordinator.duty(time.time())
-    body = {
-        "genesis": app[CONFIG].genesis.hex(),
-        "genesis_at": app[STARTED],
-        "epoch_seconds": coordinator.config.rotation.epoch_seconds,
-        "epoch": None if duty is None else duty.epoch,
-        "on_duty": [] if duty is None else list(duty.on_duty),
-        "roster": [
-            {"verifier": v.verifier_id, "stake": v.stake, "last_on_duty": v.last_on_duty}
-            for v in coordinator.roster.verifiers
-        ],
-        "records": coordinator.ledger.to_dict(),
-        "decisions": [d.to_dict() for d in reversed(coordinator.decisions)],
-    }
-    return web.json_response(body)
-
-
-async def list_sessions(request: web.Request) -> web.Response:
-    rows = [
-        {
-            "session": s.session_id,
-            "container": s.container_id,
-            "state": s.status.value,
-            "game": s.request.build,
-        }
-        for s in request.app[BROKER].sessions.values()
-    ]
-    return web.json_response({"sessions": rows, "errors": request.app[COUNTERS]["errors"]})
-
-
-async def session_sample(request: web.Request) -> web.Response:
-    """What a live check of a session judges (signaling/protocol.py SessionSample)."""
-    session_id = request.match_info["session"]
-    sample = request.app[BROKER].sample(session_id)
-    if sample is None:
-        raise web.HTTPNotFound(
-            text=f"no session {session_id!r} here: it ended, or another indexer holds it"
-        )
-    return web.Response(text=sample.to_json(), content_type="application/json")
-
-
-async def protocol_module(request: web.Request) -> web.Response:
-    """The contract as an ES module, generated from signaling/protocol.py and the input schema."""
-    contract = {
-        "VERSION": p.VERSION,
-        "MAX_MESSAGE_BYTES": p.MAX_MESSAGE_BYTES,
-        "MESSAGE_TYPES": {
-            t: [f for f in cls.__dataclass_fields__] for t, cls in p.MESSAGES.items()
-        },
-        "PLAYER_STATS_FIELDS": [f.name for f in fields(p.PlayerStats)],
-        "INPUT_EVENTS": input_events.EVENT_FIELDS,
-        "INPUT_LIMITS": {
-            "maxMessageBytes": input_events.MAX_MESSAGE_BYTES,
-            "eventsPerSecond": input_events.EVENTS_PER_SECOND,
-            "maxRelativeMove": input_events.MAX_RELATIVE_MOVE,
-            "maxGamepadAxes": input_events.MAX_GAMEPAD_AXES,
-            "maxGamepadButtons": input_events.MAX_GAMEPAD_BUTTONS,
-        },
-    }
-    body = "".join(
-        f"export const {name} = {json.dumps(value)};\n" for name, value in contract.items()
-    )
-    return web.Response(text=body, content_type="text/javascript")
-
-
-async def index_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(request.app[CONFIG].web_client_dir / "index.html")
