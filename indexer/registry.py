@@ -124,9 +124,9 @@ class ContainerRecord:
 class ContainerRegistry:
     """Registered containers, keyed by id.
 
-    `admit_on_register` stands in for the verifiers until they exist (issue 6): a container's
-    announced specs are taken as inspected. Without it a container waits in
-    AWAITING_INSPECTION and is never offered to players.
+    `admit_on_register` stands in for the verifiers where none run: a container's announced
+    specs are taken as inspected. Without it a container waits in AWAITING_INSPECTION, never
+    offered to players, until a verifier committee passes its registration check.
     """
 
     def __init__(
