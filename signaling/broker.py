@@ -84,6 +84,7 @@ class SessionBroker:
         self.probes = probes
         self._tickets = tickets
         self._requirements = requirements
+        self._marker: dict[str, bool] = {}  # player -> whether its picture carries the marker
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
@@ -197,6 +198,7 @@ class SessionBroker:
                 "unexpected", "this player already has a session or a place in the queue"
             )
         request = request_of(message)
+        self._marker[player_id] = message.marker
         needs = None if self._requirements is None else await self._requirements(message.game)
         if needs is not None:
             request = replace(request, requirements=needs)
@@ -296,7 +298,7 @@ class SessionBroker:
         request = session.request
         relay = p.SessionOffer(
             session.session_id, message.sdp, request.width, request.height, request.fps,
-            request.build,
+            request.build, self._marker.get(player_id, True),
         )  # fmt: skip
         assert session.container_id is not None  # set when matched
         return [Outgoing("container", session.container_id, relay)]
@@ -312,6 +314,7 @@ class SessionBroker:
         return await self._end(session, reason, now, notify_container=True)
 
     async def player_gone(self, player_id: str, now: float) -> list[Outgoing]:
+        self._marker.pop(player_id, None)
         probing = self.probes is not None and player_id in self.probes
         if player_id not in self._by_player and player_id not in self.queue and not probing:
             return []
@@ -411,6 +414,7 @@ class SessionBroker:
         session.move(SessionStatus.ENDED)
         del self.sessions[session.session_id]
         del self._by_player[session.player_id]
+        self._marker.pop(session.player_id, None)
         return [Outgoing("player", session.player_id, p.Ended(session.session_id, reason))]
 
     async def _end(

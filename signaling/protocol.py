@@ -114,6 +114,9 @@ class Play(Message):
     # A verifier's bot session: the ticket of its assignment seats it on the container under
     # check, past the ranking (verifier/coordinator.py). "": an ordinary player.
     ticket: str = field(default="", metadata={"max": 64})
+    # Paint the frame marker into the picture (MARKER.md): the page's latency figures and
+    # every verification read it; a player who wants the bare picture says false.
+    marker: bool = field(default=True, metadata={"bool": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,6 +569,7 @@ class SessionOffer(Message):
     height: int = field(metadata={"low": 180, "high": 2160, "even": True})
     fps: int = field(metadata={"low": 1, "high": 240})
     game: str = field(default="reference", metadata={"max": 64})  # a deployed build's name
+    marker: bool = field(default=True, metadata={"bool": True})  # as the player's Play asked
 
 
 @dataclass(frozen=True, slots=True)

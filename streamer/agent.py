@@ -331,7 +331,9 @@ class ContainerAgent:
         if build is not None:
             run = self._runs[session_id] = contextlib.AsyncExitStack()
             try:
-                frames = await run.enter_async_context(build_frames(build, game_ended))
+                frames = await run.enter_async_context(
+                    build_frames(build, game_ended, mark=offer.marker)
+                )
             except Exception as exc:  # no display, a game that will not start...
                 await run.aclose()
                 del self._runs[session_id]

@@ -32,9 +32,10 @@ def _game_env(build: DeployedBuild) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def build_frames(
-    build: DeployedBuild, on_exit: Callable[[GameExit], Awaitable[None]]
+    build: DeployedBuild, on_exit: Callable[[GameExit], Awaitable[None]], *, mark: bool = True
 ) -> AsyncIterator[WindowFrames]:
-    """Run `build` until the block exits; yields its window as a track's frames."""
+    """Run `build` until the block exits; yields its window as a track's frames, with the frame
+    marker painted in when `mark` (the session asked for it)."""
     manifest = build.manifest
     width, height = manifest.width, manifest.height
     async with contextlib.AsyncExitStack() as stack:
@@ -49,4 +50,4 @@ async def build_frames(
             display.name, width, height, manifest.fps, x_input.log.sequence_before
         )
         await stack.enter_async_context(capture)
-        yield WindowFrames(capture, x_input, mark=True)
+        yield WindowFrames(capture, x_input, mark=mark)

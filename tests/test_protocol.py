@@ -84,7 +84,7 @@ def test_round_trip(message: p.Message, role: Role) -> None:
 def test_golden_json() -> None:
     assert p.Play("tetris").to_json() == (
         '{"v":1,"type":"play","game":"tetris","width":1280,"height":720,"fps":60,'
-        '"policy":"best-overall","rtt_bound_ms":80,"probe":false,"ticket":""}'
+        '"policy":"best-overall","rtt_bound_ms":80,"probe":false,"ticket":"","marker":true}'
     )
     assert p.Heartbeat().to_json() == '{"v":1,"type":"heartbeat"}'
 

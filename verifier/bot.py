@@ -112,15 +112,17 @@ class BotPlayer:
         fps: int = 60,
         *,
         ticket: str = "",
+        marker: bool = True,
     ) -> AsyncIterator[BotPlayer]:
         """Connect, negotiate and receive frames until the block exits.
 
         `ticket`, a verifier's bot-check ticket (Play.ticket), seats the bot on the container
-        under check; "" plays like any player.
+        under check; "" plays like any player. `marker`: ask for the frame marker (Play.marker).
         """
         async with http.ws_connect(self.player_url) as ws:
             try:
-                await self._negotiate(ws, p.Play(game, width, height, fps, ticket=ticket))
+                play = p.Play(game, width, height, fps, ticket=ticket, marker=marker)
+                await self._negotiate(ws, play)
             except BaseException:
                 await self.close()  # refused or timed out: the peer still holds its sockets
                 raise
