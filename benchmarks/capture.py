@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from Xlib import X
 from Xlib import display as xlib_display
 
 from benchmarks.report import Column, limit, machine, print_end, print_limits, table
+from builds.manifest import MANIFEST_NAME, parse_manifest
 from streamer.game_process import GameProcess, resolve_entry
 from streamer.window_capture import WindowCapture
 from streamer.xdisplay import XvfbDisplay
@@ -143,15 +142,12 @@ async def run(
     seconds: float, baseline_frames: int, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Start Xvfb and the example build, measure every method; the report as a dict."""
-    manifest = json.loads((EXAMPLE / "manifest.json").read_text())
-    width, height = manifest["resolution"]
-    fps = manifest["fps"]
+    manifest = parse_manifest((EXAMPLE / MANIFEST_NAME).read_bytes())
+    width, height, fps = manifest.width, manifest.height, manifest.fps
     async with XvfbDisplay(width, height) as display:
-        argv = resolve_entry(manifest["entry"])
+        argv = resolve_entry(manifest.entry)
         async with GameProcess(argv, cwd=EXAMPLE, display=display.name) as game:
-            say(
-                f"  {manifest['name']} {manifest['version']} on Xvfb {display.name}, pid {game.pid}"
-            )
+            say(f"  {manifest.name} {manifest.version} on Xvfb {display.name}, pid {game.pid}")
             methods = [
                 (f"x11grab + swscale, {fps} fps (gamecast)",
                  _gamecast(display.name, width, height, fps, seconds), ""),
@@ -169,9 +165,9 @@ async def run(
     gamecast_row = rows[0]
     return {
         "benchmark": "capture",
-        "machine": {**machine(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "config": {
-            "build": manifest["name"],
+            "build": manifest.name,
             "resolution": f"{width}x{height}",
             "fps": fps,
             "seconds": seconds,

@@ -55,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from benchmarks.coordinates import EARTH_RADIUS_KM, RTT_S_PER_KM
 from benchmarks.report import Column, limit, machine, print_end, print_limits, table
 from indexer.coordinates import Coordinate
 from indexer.errors import NoContainerError
@@ -75,8 +76,6 @@ from indexer.selection import (
 )
 from signaling.protocol import StreamCapacity
 
-EARTH_RADIUS_KM = 6371.0
-RTT_S_PER_KM = 1.0e-5  # 100 km of great circle per ms of RTT
 DETOUR = 1.4
 DIMENSIONS = 8
 REGIONS = (  # name, latitude, longitude, share of the containers and of the players
@@ -656,7 +655,7 @@ def run(
     speedup = fleet_row["per_s"] / baseline_rows[0]["per_s"] if baseline_rows else math.nan
     return {
         "benchmark": "indexer",
-        "machine": {**machine(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "config": {
             "containers": containers,
             "requests": requests,

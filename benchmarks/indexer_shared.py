@@ -451,7 +451,7 @@ def _report(
     check["seats_expected"] = claimed - released
     return {
         "benchmark": "indexer_shared",
-        "machine": {**machine(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "config": {
             "containers": args.containers,
             "requests": args.requests,

@@ -15,9 +15,10 @@ Column = tuple[str, str, str]  # (row key, title, format such as "{:.1f}")
 
 
 def machine() -> dict[str, Any]:
+    """What ran the benchmark, and how busy it was when the report was made."""
     model = cpu_model(Path("/proc/cpuinfo").read_text()) or platform.processor()
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}  # fmt: skip
+            "system": platform.platform(), "load_average": os.getloadavg()}  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[Column, ...]) -> str:

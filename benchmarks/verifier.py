@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ async def run(
     most_cores = max(row["bot_cores"] for row in rows)
     targets["bot cores per session"] = limit(most_cores, BOT_CORES_TARGET, at_most=True)
     shape = f"{request.width}x{request.height}@{request.fps}"
-    return {"benchmark": "verifier", "machine": {**machine(), "load_average": os.getloadavg()},
+    return {"benchmark": "verifier", "machine": machine(),
             "config": {"stream": shape, "encoder": encoder, "trace": request.trace.name,
                        "delays_ms": list(delays)},
             "results": rows, "targets": targets}  # fmt: skip

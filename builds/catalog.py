@@ -96,6 +96,9 @@ class BuildCatalog:
         with transaction(self.database) as db:
             db.execute(_SCHEMA)
         self._remove_leftovers()
+        # The newest upload of each name, asked for on every Play: kept here, not queried
+        # (one process owns the folder, and builds never change once stored).
+        self._latest = {record.manifest.name: record for record in self.builds()}
 
     def start_upload(self) -> PendingUpload:
         """A temporary file to stream an upload into; use it as a context manager."""
@@ -109,13 +112,7 @@ class BuildCatalog:
 
     def latest(self, name: str) -> BuildRecord | None:
         """The newest upload of the game `name`: what a player asking for it gets."""
-        with transaction(self.database, write=False) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM builds WHERE name = ?"
-                " ORDER BY uploaded_at DESC, rowid DESC LIMIT 1",
-                (name,),
-            ).fetchone()
-        return None if row is None else _record(row)
+        return self._latest.get(name)
 
     def builds(self) -> list[BuildRecord]:
         """Every build, oldest upload first."""
@@ -163,6 +160,7 @@ class BuildCatalog:
             if placed:  # the commit failed after the move
                 blob.unlink(missing_ok=True)
             raise
+        self._latest[name] = record
         return record, True
 
     def _remove_leftovers(self) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from builds.archive import CHUNK
 from builds.catalog import SHA256, BuildCatalog, BuildRecord
 from builds.errors import (
     ArchiveError,
@@ -45,8 +46,6 @@ from builds.studio_keys import StudioKeys
 log = logging.getLogger(__name__)
 
 CATALOG = web.AppKey("build_catalog", BuildCatalog)
-STUDIO_KEYS = web.AppKey("studio_keys", StudioKeys)
-CHUNK = 256 * 1024
 _STATUS: tuple[tuple[type[BuildError], int], ...] = (
     (StudioKeyError, 401),
     (BuildOwnershipError, 403),
@@ -69,7 +68,6 @@ def add_build_routes(
 ) -> None:
     """Serve `catalog` on `app`, uploads authenticated by `keys`; `clock` stamps uploads."""
     app[CATALOG] = catalog
-    app[STUDIO_KEYS] = keys
     api = _BuildApi(catalog, keys, clock)
     app.router.add_post("/api/builds", api.upload)
     app.router.add_get("/api/builds", api.list_builds)

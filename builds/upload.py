@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from builds.archive import CHUNK
 from builds.errors import UploadError
 
-CHUNK = 256 * 1024
 BAR_WIDTH = 30
 
 

@@ -136,21 +136,19 @@ async def _up(args: argparse.Namespace) -> None:
 
 
 async def _indexer(args: argparse.Namespace) -> None:
-    if args.inspect and args.redis:
-        raise SystemExit(
-            "gamecast indexer: --inspect needs the in-memory registry in this release; "
-            "verification across indexers sharing Redis is not done (README)"
+    try:
+        config = ServerConfig(
+            heartbeat_period=args.heartbeat_period,
+            missed_heartbeats=args.missed_heartbeats,
+            host_keys=args.host_keys,
+            redis_url=args.redis,
+            indexers=tuple(args.publish),
+            builds_dir=args.data,
+            admit_on_register=not args.inspect,
+            **({"indexer_id": args.indexer_id} if args.indexer_id else {}),
         )
-    config = ServerConfig(
-        heartbeat_period=args.heartbeat_period,
-        missed_heartbeats=args.missed_heartbeats,
-        host_keys=args.host_keys,
-        redis_url=args.redis,
-        indexers=tuple(args.publish),
-        builds_dir=args.data,
-        admit_on_register=not args.inspect,
-        **({"indexer_id": args.indexer_id} if args.indexer_id else {}),
-    )
+    except ValueError as exc:
+        raise SystemExit(f"gamecast indexer: {exc}") from None
     async with serve(args.host, args.port, config) as server:
         print(f"gamecast indexer {config.indexer_id} listening on {server.url}/", flush=True)
         print(f"  containers connect to {server.container_url}")

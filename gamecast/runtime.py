@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from indexer.keys import HostCredentials, KeyStore, parse_private_key
+from indexer.keys import HostCredentials, KeyStore
 from signaling.server import ServerConfig, create_app
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.backends import choose_encoder
@@ -191,9 +191,9 @@ async def embedded_network(
         now = datetime.now(UTC).isoformat()
         _, key_file = store.issue("local", now)
         names = [f"local-verifier-{number}" for number in range(1, verifiers + 1)]
-        verifier_keys = [HostCredentials(*parse_private_key(store.issue(n, now)[1])) for n in names]
+        verifier_keys = [HostCredentials.parse(store.issue(n, now)[1]) for n in names]
         store.save()
-        credentials = HostCredentials(*parse_private_key(key_file))
+        credentials = HostCredentials.parse(key_file)
         config = ServerConfig(host_keys=store.path)
         if verifiers:
             config = dataclasses.replace(

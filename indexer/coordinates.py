@@ -121,6 +121,15 @@ class Coordinates:
             np.full(count, config.error_max),
         )
 
+    @classmethod
+    def of(cls, coordinates: Sequence[Coordinate]) -> Coordinates:
+        """The rows of these coordinates, in their order."""
+        return cls(
+            np.array([c.vec for c in coordinates], dtype=np.float64),
+            np.array([c.height for c in coordinates], dtype=np.float64),
+            np.array([c.error for c in coordinates], dtype=np.float64),
+        )
+
     def __len__(self) -> int:
         return len(self.height)
 
@@ -294,15 +303,11 @@ class CoordinateBook:
     def put(self, node_id: str, coordinate: Coordinate) -> None:
         """Set a node's coordinate outright: for a placement computed elsewhere
         (indexer/placement.py fits a newcomer to its samples at once)."""
-        row = np.array([self._row(node_id)])
-        self._points.put(
-            row,
-            Coordinates(
-                np.array([coordinate.vec], dtype=np.float64),
-                np.array([coordinate.height]),
-                np.array([coordinate.error]),
-            ),
-        )
+        self._points.put(np.array([self._row(node_id)]), Coordinates.of([coordinate]))
+
+    def coordinates(self, node_ids: Sequence[str]) -> Coordinates:
+        """These nodes' coordinates as rows, in their order."""
+        return self._points.take(self._rows_of(node_ids))
 
     def _row(self, node_id: str) -> int:
         return int(self._rows_of([node_id])[0])

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -46,6 +46,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from indexer.errors import IndexerError
+from signaling.protocol import Enlist, Register
+
+Signed = TypeVar("Signed", Register, Enlist)
 
 DOMAIN = b"gamecast-register-v1\n"  # a signature made for anything else never verifies here
 STORE_VERSION = 1
@@ -402,5 +405,16 @@ class HostCredentials:
     def load(cls, path: str | os.PathLike[str]) -> HostCredentials:
         return cls(*load_private_key(path))
 
+    @classmethod
+    def parse(cls, key_file: bytes) -> HostCredentials:
+        """From a key file's text, as `KeyStore.issue` returns it."""
+        return cls(*parse_private_key(key_file))
+
     def sign(self, challenge: str, body: Mapping[str, Any]) -> str:
         return sign_registration(self.private_key, self.key_id, challenge, body)
+
+    def signed(self, message: Signed, challenge: str) -> Signed:
+        """`message` (a registration or an enlistment) signed over this connection's
+        challenge: the key and challenge filled in, then the signature over the wire JSON."""
+        message = replace(message, key_id=self.key_id, challenge=challenge)
+        return replace(message, signature=self.sign(challenge, json.loads(message.to_json())))

@@ -195,6 +195,8 @@ _SEAT_MOVES: dict[tuple[Event, SeatState], SeatState] = {
 _CONTAINER_PART: dict[Event, ContainerPart] = {
     t.event: type(t.source) for t in TRANSITIONS if not isinstance(t.source, SeatState)
 }
+# The events that move one session's seat (`apply_seat`), the others moving the container.
+SEAT_EVENTS: tuple[Event, ...] = tuple(e for e in Event if e not in _CONTAINER_PART)
 FULL = 1.0 + 1e-9  # seats cost 1/n each: n of them must fit despite rounding
 
 

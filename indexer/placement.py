@@ -9,11 +9,10 @@ new player has no coordinate to estimate from. So the page probes in two short r
    the containers it will actually be matched with.
 After each round the player is fitted to its samples at once: the least-squares point of
 Vivaldi's model (|x - x_i| + h + h_i = rtt_i, relative residuals, Levenberg-Marquardt),
-not the many small spring steps a long-lived node takes. On benchmarks/coordinates.py's
-topology (1,000 settled containers) the two rounds bring the median relative error to the
-containers of the player's own region from ~36 % (landmarks alone) to ~17 %, about what
-containers reach among themselves, and the RTT of the container judged nearest within ~3 ms
-of the true nearest (median).
+not the many small spring steps a long-lived node takes. The neighbours' round is what
+places a player among the containers it will be matched with: landmarks alone place it in
+the right part of the world only. tests/test_placement.py holds both rounds to their bounds on
+benchmarks/coordinates.py's topology (1,000 settled containers).
 
 A probe times the path and the container's reply, so a container can only make itself look
 farther (indexer/coordinates.py's sanity policy). Once the player is placed, each sample is
@@ -25,7 +24,7 @@ leaves the book afterwards. Pure: randomness comes in as a generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,11 +40,13 @@ from indexer.coordinates import (
     VivaldiConfig,
     distance,
 )
+from signaling.protocol import MIN_PROBE_MS
 
 LANDMARKS = 6  # containers one player probes in the first round (protocol.MAX_PROBES: 8)
 NEIGHBOURS = 5  # ... and in the second
 EXPLORE = 1  # of the landmarks, how many go to the least-placed containers
-MIN_RTT = 50e-6  # seconds: shorter is no network (and 1/rtt^2 would overflow the fit)
+# Seconds: shorter is no network (and 1/rtt^2 would overflow the fit); the protocol's floor.
+MIN_RTT = MIN_PROBE_MS / 1000
 FIT_STEPS = 30  # Levenberg-Marquardt iterations; a dozen samples settle in far fewer
 
 
@@ -83,6 +84,13 @@ class Placement:
         else:
             self._probes.pop(container_id, None)
 
+    def placed(self, container_id: str) -> Coordinate | None:
+        """The container's coordinate once any sample moved it; None while it knows nothing."""
+        if container_id not in self.book:
+            return None
+        coordinate = self.book.coordinate(container_id)
+        return None if coordinate.error >= self.book.config.error_max else coordinate
+
     def pause(self, container_id: str) -> None:
         """The container went away: nobody probes it, but its coordinate stays for its return."""
         self._probes.pop(container_id, None)
@@ -93,7 +101,7 @@ class Placement:
         if not self._probes:
             return []
         ids = list(self._probes)
-        errors = np.array([self.book.coordinate(c).error for c in ids])
+        errors = self.book.coordinates(ids).error
         order = np.lexsort((self._rng.random(len(ids)), errors))  # surest first
         explore = min(EXPLORE, count - 1, max(0, len(ids) - count)) if count > 1 else 0
         chosen: list[str] = [ids[i] for i in order[::-1][:explore]]
@@ -115,13 +123,20 @@ class Placement:
         ids = [c for c in self._probes if c not in exclude]
         if not ids or count < 1:
             return []
-        here = _one(player)
-        estimates = distance(here, _rows(self.book, ids))
+        here = Coordinates.of([player])
+        estimates = distance(here, self.book.coordinates(ids))
         nearest = np.argsort(estimates, kind="stable")[:count]
         return [Landmark(ids[i], self._probes[ids[i]][1]) for i in nearest]
 
-    def place(self, player_id: str, samples: Sequence[tuple[str, float]]) -> PlacedPlayer:
-        """Place a player from (container id, RTT seconds) samples, then learn from them.
+    def place(
+        self,
+        player_id: str,
+        samples: Sequence[tuple[str, float]],
+        learn_from: Collection[str] | None = None,
+    ) -> PlacedPlayer:
+        """Place a player from (container id, RTT seconds) samples, then learn from those of
+        `learn_from` (default: all): a second round fits on both rounds' samples but learns
+        only from the new ones, or a container would be pulled twice for one measurement.
 
         A sample the book refuses (an absurd RTT, an unknown container) is left out with its
         reason; with none left the player stays unplaced.
@@ -140,13 +155,14 @@ class Placement:
                 usable[container_id] = rtt
         if not usable:
             return PlacedPlayer(None, refused=refused)
-        placed_at = fit(_rows(book, list(usable)), np.array(list(usable.values())), config)
+        placed_at = fit(book.coordinates(list(usable)), np.array(list(usable.values())), config)
         if not all(math.isfinite(x) for x in (*placed_at.vec, placed_at.height, placed_at.error)):
             return PlacedPlayer(None, refused=refused)  # never write a NaN into the book
         book.add(player_id)
         try:
             book.put(player_id, placed_at)
-            for container_id, rtt in usable.items():
+            learning = {c: r for c, r in usable.items() if learn_from is None or c in learn_from}
+            for container_id, rtt in learning.items():
                 try:
                     book.observe(RttSample(player_id, Role.PLAYER, container_id, rtt))
                 except SampleRefusedError as exc:
@@ -154,7 +170,7 @@ class Placement:
             placed = book.coordinate(player_id)
         finally:
             book.remove(player_id)
-        moved = {c: book.coordinate(c) for c in usable if c not in refused}
+        moved = {c: book.coordinate(c) for c in learning if c not in refused}
         return PlacedPlayer(placed, moved, refused)
 
 
@@ -190,20 +206,3 @@ def fit(peers: Coordinates, rtt: Vector, config: VivaldiConfig) -> Coordinate:
             damping *= 10.0
     error = float(np.median(np.abs(residuals(vec, height))))
     return Coordinate(tuple(float(x) for x in vec), height, min(max(error, 0.05), config.error_max))
-
-
-def _one(coordinate: Coordinate) -> Coordinates:
-    return Coordinates(
-        np.array([coordinate.vec], dtype=np.float64),
-        np.array([coordinate.height]),
-        np.array([coordinate.error]),
-    )
-
-
-def _rows(book: CoordinateBook, ids: Sequence[str]) -> Coordinates:
-    coordinates = [book.coordinate(c) for c in ids]
-    return Coordinates(
-        np.array([c.vec for c in coordinates], dtype=np.float64),
-        np.array([c.height for c in coordinates]),
-        np.array([c.error for c in coordinates]),
-    )

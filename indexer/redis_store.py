@@ -18,6 +18,7 @@ session -> container; `:deadlines` ZSET of LIVE containers by deadline; `:change
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError
 from indexer.lifecycle import (
     FULL,
+    SEAT_EVENTS,
     TRANSITIONS,
     Admission,
     ContainerLifecycle,
@@ -425,19 +427,18 @@ _PART: dict[type[Enum], str] = {
     SeatState: "seat",
 }
 _FIRST = ContainerLifecycle("", LivenessConfig(1.0, 1), 0.0)  # a first registration's state
-_SEAT_EVENTS = {t.event for t in TRANSITIONS} - {
-    t.event for t in TRANSITIONS if not isinstance(t.source, SeatState)
-}
 
 
-def _rows(*events: Event) -> list[str]:
-    """The table's rows for `events`, flat, as the scripts read them."""
-    return [
+@functools.cache
+def _rows(*events: Event) -> tuple[str, ...]:
+    """The table's rows for `events`, flat, as the scripts read them (computed once each:
+    every heartbeat and claim sends them)."""
+    return tuple(
         value
         for t in TRANSITIONS
         if t.event in events
         for value in (t.event.value, _PART[type(t.source)], t.source.value, t.target.value)
-    ]
+    )
 
 
 _REGISTER_ROWS = _rows(Event.REGISTERED, Event.HEARTBEAT, Event.HEARTBEAT_MISSED)
@@ -491,7 +492,7 @@ class RedisStore:
     async def apply(self, container_id: str, event: Event) -> tuple[str, ...]:
         """Apply a container-level event by the table; returns the sessions whose seats it freed
         (HEARTBEAT_MISSED frees all). IllegalEventError, as lifecycle's, when no row fits."""
-        if event in _SEAT_EVENTS:
+        if event in SEAT_EVENTS:
             raise ValueError(f"{event.value} moves a seat: use claim, start or release")
         args = [container_id, event.value, self._timeout_us, *_rows(event)]
         reply = await self._run(self._apply, self._keys(container_id), args)
@@ -522,7 +523,7 @@ class RedisStore:
         for container_id, share in candidates:
             keys += self._keys(container_id)[4:]
             args += [container_id, repr(float(share))]
-        reply = await self._run(self._claim, keys, args + _rows(Event.CLAIMED))
+        reply = await self._run(self._claim, keys, [*args, *_rows(Event.CLAIMED)])
         if reply[0] in ("claimed", "existing"):
             return Claimed(reply[1], float(reply[2]), existing=reply[0] == "existing")
         if reply[0] == "elsewhere":

@@ -194,7 +194,11 @@ def _share_of(capacity: tuple[StreamCapacity, ...], width: int, height: int, fps
     return 1.0 / smallest.sessions
 
 
-def quality_factor(policy: Policy, qos: float) -> float:
+_Q = TypeVar("_Q", float, Vector)
+
+
+def quality_factor(policy: Policy, qos: _Q) -> _Q:
+    """f_w(q) of the module docstring, for one QoS or a column of them."""
     return 1.0 + QUALITY_WEIGHT[policy] * (1.0 - qos)
 
 
@@ -488,11 +492,12 @@ class Fleet:
         price: Vector, qos: Vector | float, pen: Vector | float
     ) -> NDArray[np.float64]:
         """base_cost, fexp, fall, pall, penalty per row: the scores' static parts."""
-        fall = 1.0 + QUALITY_WEIGHT[Policy.BEST_OVERALL] * (1.0 - np.asarray(qos))
+        q = np.asarray(qos, dtype=np.float64)
+        fall = quality_factor(Policy.BEST_OVERALL, q)
         return np.column_stack(
             np.broadcast_arrays(
-                price * (1.0 + QUALITY_WEIGHT[Policy.LOWEST_COST] * (1.0 - np.asarray(qos))),
-                1.0 + QUALITY_WEIGHT[Policy.BEST_EXPERIENCE] * (1.0 - np.asarray(qos)),
+                price * quality_factor(Policy.LOWEST_COST, q),
+                quality_factor(Policy.BEST_EXPERIENCE, q),
                 fall,
                 price * fall,
                 np.asarray(pen, dtype=np.float64),

@@ -198,29 +198,29 @@ class SharedRegistry:
         return self.fleet.seat_cost(container_id, width, height, fps) is not None
 
     def views(self, now: float) -> list[ContainerView]:
-        views = []
-        for cid, state in sorted(self._states.items()):
-            if cid not in self._specs:
-                continue
-            telemetry, at = self._telemetry.get(cid, (None, None))
-            heard = self._heard.get(cid)
-            views.append(
-                ContainerView(
-                    spec=self._specs[cid],
-                    state=seed_state(
-                        state.admission, state.liveness is Liveness.LIVE, state.maintenance
-                    ).value,
-                    admission=state.admission,
-                    live=state.liveness is Liveness.LIVE,
-                    availability=availability(state.maintenance, state.seats.values()).value,
-                    load=state.load,
-                    sessions=tuple(sorted(state.seats)),
-                    heartbeat_age=None if heard is None else now - heard,
-                    telemetry=telemetry,
-                    telemetry_age=None if at is None else now - at,
-                )
-            )
-        return views
+        views = (self.view(cid, now) for cid in sorted(self._states))
+        return [view for view in views if view is not None]
+
+    def view(self, container_id: str, now: float) -> ContainerView | None:
+        state, spec = self._states.get(container_id), self._specs.get(container_id)
+        if state is None or spec is None:
+            return None
+        telemetry, at = self._telemetry.get(container_id, (None, None))
+        heard = self._heard.get(container_id)
+        return ContainerView(
+            spec=spec,
+            state=seed_state(
+                state.admission, state.liveness is Liveness.LIVE, state.maintenance
+            ).value,
+            admission=state.admission,
+            live=state.liveness is Liveness.LIVE,
+            availability=availability(state.maintenance, state.seats.values()).value,
+            load=state.load,
+            sessions=tuple(sorted(state.seats)),
+            heartbeat_age=None if heard is None else now - heard,
+            telemetry=telemetry,
+            telemetry_age=None if at is None else now - at,
+        )
 
     # The feed ----------------------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ atomic by one script on the Redis server). The broker is written against this pr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from indexer.coordinates import Coordinate
-from indexer.lifecycle import Admission, Event, LivenessConfig
-from indexer.registry import ContainerRegistry, ContainerSpec
+from indexer.lifecycle import Admission, Event, LivenessConfig, SeatState
+from indexer.registry import ContainerRecord, ContainerRegistry, ContainerSpec
 from indexer.selection import Choice, Request
 from signaling.protocol import Telemetry
 
@@ -61,9 +62,17 @@ class RegistryStore(Protocol):
 
     async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None: ...
 
+    def reserved(self, container_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(container, session) for each RESERVED seat on these containers."""
+        ...
+
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool: ...
 
     def views(self, now: float) -> list[ContainerView]: ...
+
+    def view(self, container_id: str, now: float) -> ContainerView | None:
+        """One container's view (None: not registered), without building everyone's."""
+        ...
 
 
 class MemoryStore:
@@ -107,27 +116,38 @@ class MemoryStore:
         self.registry.get(container_id)  # raises for an unknown container
         self.registry.fleet.set_coordinate(container_id, coordinate)
 
+    def reserved(self, container_ids: Iterable[str]) -> list[tuple[str, str]]:
+        records = (self.registry.get(c) for c in container_ids if c in self.registry)
+        return [
+            (record.container_id, session)
+            for record in records
+            for session, seat in record.lifecycle.seats.items()
+            if seat is SeatState.RESERVED
+        ]
+
     def can_stream(self, container_id: str, width: int, height: int, fps: int) -> bool:
         return self.registry.can_stream(container_id, width, height, fps)
 
     def views(self, now: float) -> list[ContainerView]:
-        views = []
-        for record in self.registry.records():
-            lifecycle = record.lifecycle
-            views.append(
-                ContainerView(
-                    spec=record.spec,
-                    state=lifecycle.seed_state(now).value,
-                    admission=lifecycle.admission,
-                    live=lifecycle.is_live(now),
-                    availability=lifecycle.availability.value,
-                    load=lifecycle.load,
-                    sessions=tuple(sorted(lifecycle.seats)),
-                    heartbeat_age=now - lifecycle.last_heartbeat,
-                    telemetry=record.telemetry,
-                    telemetry_age=None
-                    if record.telemetry_at is None
-                    else now - record.telemetry_at,
-                )
-            )
-        return views
+        return [_view(record, now) for record in self.registry.records()]
+
+    def view(self, container_id: str, now: float) -> ContainerView | None:
+        if container_id not in self.registry:
+            return None
+        return _view(self.registry.get(container_id), now)
+
+
+def _view(record: ContainerRecord, now: float) -> ContainerView:
+    lifecycle = record.lifecycle
+    return ContainerView(
+        spec=record.spec,
+        state=lifecycle.seed_state(now).value,
+        admission=lifecycle.admission,
+        live=lifecycle.is_live(now),
+        availability=lifecycle.availability.value,
+        load=lifecycle.load,
+        sessions=tuple(sorted(lifecycle.seats)),
+        heartbeat_age=now - lifecycle.last_heartbeat,
+        telemetry=record.telemetry,
+        telemetry_age=None if record.telemetry_at is None else now - record.telemetry_at,
+    )

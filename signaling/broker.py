@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
-from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError, Waiting
+from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError
 from indexer.registry import ContainerSpec
 from indexer.selection import Policy, Request, Requirements
 from indexer.store import RegistryStore
@@ -72,7 +72,7 @@ class SessionBroker:
         *,
         probes: ProbeRounds | None = None,
         tickets: TicketDesk | None = None,
-        requirements: Callable[[str], Awaitable[Requirements | None]] | None = None,
+        requirements: Callable[[str], Requirements | None] | None = None,
     ) -> None:
         """`probes`: place players who can probe (indexer/placement.py) before their claim;
         None claims for every player without a coordinate (RTT unranked, every bound met).
@@ -99,7 +99,13 @@ class SessionBroker:
         except IndexerError as exc:
             raise p.ProtocolError("conflict", str(exc)) from None
         if self.probes is not None:
-            self.probes.placement.join(message.container, message.region, message.probe_url)
+            placement = self.probes.placement
+            placement.join(message.container, message.region, message.probe_url)
+            # The book is where coordinates are learned; a store that re-indexed the container
+            # (its specs changed) would otherwise have forgotten where it is.
+            coordinate = placement.placed(message.container)
+            if coordinate is not None:
+                await self.store.set_coordinate(message.container, coordinate)
         period = round(self.store.liveness.heartbeat_period * 1000)
         out = [Outgoing("container", message.container, p.Registered(message.container, period))]
         return out + await self.serve_queue(now)
@@ -133,7 +139,8 @@ class SessionBroker:
         return out
 
     async def stalled(self, now: float) -> list[Outgoing]:
-        """End sessions claimed `START_TIMEOUT` ago that never started, freeing their seats."""
+        """End sessions claimed `START_TIMEOUT` ago that never started, freeing their seats;
+        the sweep that calls this serves the queue once after (not once per session)."""
         out: list[Outgoing] = []
         late = [
             s
@@ -144,7 +151,7 @@ class SessionBroker:
         for session in late:
             reason = f"the session did not start within {START_TIMEOUT:g} s"
             notify = session.status is SessionStatus.CONNECTING  # the container has the offer
-            out += await self._end(session, reason, now, notify_container=notify)
+            out += await self._finish(session, reason, now, notify_container=notify)
         return out
 
     def _unprobeable(self, container_id: str) -> None:
@@ -189,17 +196,13 @@ class SessionBroker:
 
     async def play(self, player_id: str, message: p.Play, now: float) -> list[Outgoing]:
         probes = self.probes
-        if (
-            player_id in self._by_player
-            or player_id in self.queue
-            or (probes and player_id in probes)
-        ):
+        if self._busy(player_id):
             raise p.ProtocolError(
                 "unexpected", "this player already has a session or a place in the queue"
             )
         request = request_of(message)
         self._marker[player_id] = message.marker
-        needs = None if self._requirements is None else await self._requirements(message.game)
+        needs = None if self._requirements is None else self._requirements(message.game)
         if needs is not None:
             request = replace(request, requirements=needs)
         if message.ticket:
@@ -288,7 +291,7 @@ class SessionBroker:
                 self._forget(session, "")
                 await self._release(session, now)
                 continue
-            self._leave_queue(waiting)
+            self._leave_queue(player_id)
             out += matched
         return out
 
@@ -307,16 +310,14 @@ class SessionBroker:
         if self.probes is not None and self.probes.drop(player_id):
             return [Outgoing("player", player_id, p.Ended("", reason))]
         if player_id in self.queue:
-            self.queue.remove(player_id)
-            self._told_queued.pop(player_id, None)
+            self._leave_queue(player_id)
             return [Outgoing("player", player_id, p.Ended("", reason))]
         session = self._player_session(player_id)
         return await self._end(session, reason, now, notify_container=True)
 
     async def player_gone(self, player_id: str, now: float) -> list[Outgoing]:
         self._marker.pop(player_id, None)
-        probing = self.probes is not None and player_id in self.probes
-        if player_id not in self._by_player and player_id not in self.queue and not probing:
+        if not self._busy(player_id):
             return []
         return await self.player_end(player_id, "the player disconnected", now)
 
@@ -381,9 +382,14 @@ class SessionBroker:
         self._told_queued[player_id] = news
         return [Outgoing("player", player_id, news)]
 
-    def _leave_queue(self, waiting: Waiting) -> None:
-        self.queue.remove(waiting.player_id)
-        self._told_queued.pop(waiting.player_id, None)
+    def _busy(self, player_id: str) -> bool:
+        """Whether the player has a session, a place in the queue, or probes under way."""
+        probing = self.probes is not None and player_id in self.probes
+        return player_id in self._by_player or player_id in self.queue or probing
+
+    def _leave_queue(self, player_id: str) -> None:
+        self.queue.remove(player_id)
+        self._told_queued.pop(player_id, None)
 
     def _player_session(self, player_id: str) -> Session:
         session_id = self._by_player.get(player_id)
@@ -420,11 +426,18 @@ class SessionBroker:
     async def _end(
         self, session: Session, reason: str, now: float, *, notify_container: bool
     ) -> list[Outgoing]:
+        """End the session and give its seat to whoever waits."""
+        out = await self._finish(session, reason, now, notify_container=notify_container)
+        return out + await self.serve_queue(now)
+
+    async def _finish(
+        self, session: Session, reason: str, now: float, *, notify_container: bool
+    ) -> list[Outgoing]:
         out = self._forget(session, reason)
         container_id = await self._release(session, now)
         if notify_container:
             out.append(Outgoing("container", container_id, p.End(session.session_id, reason)))
-        return out + await self.serve_queue(now)
+        return out
 
     async def _release(self, session: Session, now: float) -> str:
         """Free the session's seat (unless its container's liveness freed it already)."""

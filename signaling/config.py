@@ -18,6 +18,7 @@ from aiohttp import web
 
 from builds.members import ArchiveLimits
 from indexer.keys import KeyStore
+from indexer.lifecycle import LivenessConfig
 from indexer.play_queue import Relaxation
 from signaling.broker import SessionBroker
 from signaling.bus import SignalBus
@@ -53,6 +54,17 @@ class ServerConfig:
     builds_dir: Path | None = None
     build_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     genesis: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    def __post_init__(self) -> None:
+        if self.redis_url is not None and not self.admit_on_register:
+            raise ValueError(
+                "inspection (admit_on_register=False) needs the in-memory registry in this "
+                "release; verification across indexers sharing Redis is not done (README)"
+            )
+
+    @property
+    def liveness(self) -> LivenessConfig:
+        return LivenessConfig(self.heartbeat_period, self.missed_heartbeats)
 
 
 BROKER = web.AppKey("broker", SessionBroker)

@@ -75,7 +75,9 @@ class ProbeRounds:
                 )
             seen.add(sample.container)
         state.samples.update({s.container: s.rtt_ms / 1000 for s in message.samples})
-        placed = self.placement.place(f"player:{player_id}", list(state.samples.items()))
+        placed = self.placement.place(
+            f"player:{player_id}", list(state.samples.items()), learn_from=seen
+        )
         for container_id in placed.refused:
             state.samples.pop(container_id, None)
         state.coordinate = placed.coordinate or state.coordinate

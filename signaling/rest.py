@@ -105,10 +105,10 @@ async def list_indexers(request: web.Request) -> web.Response:
 
 def _container_view(request: web.Request) -> ContainerView:
     container_id = request.match_info["container"]
-    for view in request.app[BROKER].store.views(time.monotonic()):
-        if view.spec.container_id == container_id:
-            return view
-    raise web.HTTPNotFound(text=f"container {container_id!r} is not registered")
+    view = request.app[BROKER].store.view(container_id, time.monotonic())
+    if view is None:
+        raise web.HTTPNotFound(text=f"container {container_id!r} is not registered")
+    return view
 
 
 async def container_registration(request: web.Request) -> web.Response:
@@ -177,6 +177,7 @@ async def protocol_module(request: web.Request) -> web.Response:
     contract = {
         "VERSION": p.VERSION,
         "MAX_MESSAGE_BYTES": p.MAX_MESSAGE_BYTES,
+        "MIN_PROBE_MS": p.MIN_PROBE_MS,
         "MESSAGE_TYPES": {
             t: [f for f in cls.__dataclass_fields__] for t, cls in p.MESSAGES.items()
         },

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -29,7 +29,6 @@ from indexer import keys
 from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
 from indexer.keys import KeyStore
-from indexer.lifecycle import LivenessConfig
 from indexer.placement import Placement
 from indexer.play_queue import PlayQueue
 from indexer.redis_store import RedisStore
@@ -77,7 +76,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
         catalog = BuildCatalog(config.builds_dir, config.build_limits)
         add_build_routes(app, catalog, StudioKeys(config.builds_dir / STUDIO_KEYS_FILE))
     if config.redis_url is None:
-        liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
+        liveness = config.liveness
         registry = ContainerRegistry(
             liveness, np.random.default_rng(), admit_on_register=config.admit_on_register
         )
@@ -101,13 +100,11 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     return app
 
 
-def _manifest_requirements(
-    catalog: BuildCatalog,
-) -> Callable[[str], Awaitable[Requirements | None]]:
-    """What a build's latest manifest asks of a host, read off the event loop (SQLite)."""
+def _manifest_requirements(catalog: BuildCatalog) -> Callable[[str], Requirements | None]:
+    """What a build's latest manifest asks of a host (the catalog keeps the latest in memory)."""
 
-    async def requirements(game: str) -> Requirements | None:
-        record = await asyncio.to_thread(catalog.latest, game)
+    def requirements(game: str) -> Requirements | None:
+        record = catalog.latest(game)
         return None if record is None else record.manifest.requirements()
 
     return requirements
@@ -136,7 +133,7 @@ def _join(app: web.Application, store: RegistryStore) -> None:
 async def _shared_network(app: web.Application) -> AsyncIterator[None]:
     """Join the network's shared registry and signal bus in Redis for the app's lifetime."""
     config = app[CONFIG]
-    liveness = LivenessConfig(config.heartbeat_period, config.missed_heartbeats)
+    liveness = config.liveness
     assert config.redis_url is not None
     client = aioredis.from_url(config.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
 
@@ -209,7 +206,7 @@ async def _free_orphaned_seats(app: web.Application, now: float) -> None:
     offered: the player went with it, and the container never heard of the session. (A
     session that started ends through the container, whose End finds its indexer gone.)"""
     bus, store = app.get(BUS), app[BROKER].store
-    if bus is None or not isinstance(store, SharedRegistry):
+    if bus is None:  # one indexer: its own start timeout frees what it reserved
         return
     held = [peer_id for kind, peer_id in app[PEERS] if kind == "container"]
     owners_alive: dict[str, bool] = {}

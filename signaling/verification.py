@@ -33,12 +33,11 @@ BOT_STREAM = (1280, 720, 60)  # what a bot session asks for, within what the con
 FULL_LOAD = 1.0 - 1e-9  # a container this loaded has no seat for a bot session
 
 
-def bot_stream(spec: ContainerSpec) -> tuple[str, int, int, int]:
-    """The game and stream shape a bot session asks a container for: the reference game when
-    it hosts it, at 720p60 or the most the container advertises below that."""
-    game = "reference" if "reference" in spec.games else min(spec.games, default="reference")
+def bot_shape(spec: ContainerSpec) -> tuple[int, int, int]:
+    """The stream a bot session asks a container for: 720p60, or the most it advertises below
+    that. The game is always the reference game, whose pictures the reaction check replays."""
     width, height, fps = BOT_STREAM
-    return game, min(width, spec.max_width), min(height, spec.max_height), min(fps, spec.max_fps)
+    return min(width, spec.max_width), min(height, spec.max_height), min(fps, spec.max_fps)
 
 
 def verdict_of(verifier_id: str, message: p.VerdictReport, now: float) -> Verdict:
@@ -212,10 +211,10 @@ class VerificationDesk:
 
     async def _apply(self, decision: Decision, mono: float) -> list[str]:
         cid = decision.container_id
-        views = {v.spec.container_id: v for v in self.store.views(mono)}
-        if cid not in views:
+        view = self.store.view(cid, mono)
+        if view is None:
             return []
-        judgement = self.coordinator.judge(decision, views[cid].admission)
+        judgement = self.coordinator.judge(decision, view.admission)
         ended: tuple[str, ...] = ()
         log.info(
             "container %s: %s check %s, quality %s, event %s%s",
@@ -236,16 +235,15 @@ class VerificationDesk:
         return list(ended)
 
     def _assignment(self, task: Task, member: str, spec: ContainerSpec, now: float) -> p.Assignment:
-        game, width, height, fps = bot_stream(spec)
+        width, height, fps = bot_shape(spec)
         deadline_ms = max(1, round((task.deadline - now) * 1000))
-        bot = task.check is Check.BOT
         return p.Assignment(
             task.check_id,
             task.container_id,
             task.check.value,
             deadline_ms,
-            ticket=task.tickets[member] if bot else "",
-            game=game,
+            ticket=task.tickets.get(member, ""),
+            game="reference",
             width=width,
             height=height,
             fps=fps,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -36,6 +36,7 @@ from streamer.telemetry import TelemetryReader
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+GAME_EXITS_KEPT = 64
 TIMINGS_PERIOD_S = 2.0
 
 
@@ -101,7 +102,8 @@ class ContainerAgent:
         self.telemetry = TelemetryReader()
         self._probe_url = ""  # announced once the probe endpoint listens
         self.builds: dict[str, DeployedBuild] = {}  # by name: what sessions may ask to play
-        self.game_exits: list[tuple[str, GameExit]] = []  # (session, how its game ended)
+        # (session, how its game ended): the latest GAME_EXITS_KEPT, for the operator
+        self.game_exits: deque[tuple[str, GameExit]] = deque(maxlen=GAME_EXITS_KEPT)
         self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
 
@@ -165,11 +167,7 @@ class ContainerAgent:
             uplink_mbps=cfg.uplink_mbps,
             probe_url=self._probe_url,
         )
-        if cfg.host_key is None:
-            return register
-        register = dataclasses.replace(register, key_id=cfg.host_key.key_id, challenge=challenge)
-        body = json.loads(register.to_json())
-        return dataclasses.replace(register, signature=cfg.host_key.sign(challenge, body))
+        return register if cfg.host_key is None else cfg.host_key.signed(register, challenge)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         cfg = self.config
@@ -268,11 +266,16 @@ class ContainerAgent:
             return
         base = self.config.server_url.replace("ws", "http", 1).split("/ws/", 1)[0]
         fetched: dict[str, DeployedBuild] = {}
+        listed: list[dict[str, Any]] = []
         if self.config.deploy:
-            async with http.get(f"{base}/api/builds") as response:
-                response.raise_for_status()
-                listed = (await response.json())["builds"]  # oldest upload first
-            for name in self.config.deploy:
+            try:
+                async with http.get(f"{base}/api/builds") as response:
+                    response.raise_for_status()
+                    listed = (await response.json())["builds"]  # oldest upload first
+            except (aiohttp.ClientError, OSError) as exc:  # serve what is unpacked already
+                log.error("container %s: cannot list builds at %s: %s",
+                          self.config.container_id, base, exc)  # fmt: skip
+            for name in self.config.deploy if listed else ():
                 versions = [b for b in listed if b["name"] == name]
                 try:
                     if not versions:
@@ -283,7 +286,8 @@ class ContainerAgent:
                         "container %s: %s not deployed: %s", self.config.container_id, name, exc
                     )
         # What was just fetched wins over older versions still unpacked beside it.
-        self.builds = {build.name: build for build in deployed_builds(root)} | fetched
+        on_disk = await asyncio.to_thread(deployed_builds, root)  # reads every manifest
+        self.builds = {build.name: build for build in on_disk} | fetched
         if self.builds:
             log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
 
@@ -312,34 +316,29 @@ class ContainerAgent:
             await ws.send_str(p.Playing(session_id).to_json())
 
         async def ended(reason: str) -> None:
-            reason = reason[: p.MAX_TEXT]  # the protocol's limit: a long crash line is cut
             ending = self.sessions.pop(session_id, None)
             if ending is not None:
                 await self._close(ending, reason)  # one that failed before DTLS never closes itself
-                await ws.send_str(p.End(session_id, reason).to_json())
+                await _send_end(ws, session_id, reason)
 
         async def game_ended(how: GameExit) -> None:
             """The game exited on its own: end the session in a task of the agent's (ending
             it stops the game's process, whose watcher is what calls this)."""
             self.game_exits.append((session_id, how))
             log.warning("container %s: %s", cfg.container_id, how.describe())
-            ending = asyncio.ensure_future(ended(how.describe()))
-            self._closing.add(ending)
-            ending.add_done_callback(self._closing.discard)
+            self._owned(ended(how.describe()))
 
         frames = None
         if build is not None:
-            run = self._runs[session_id] = contextlib.AsyncExitStack()
+            run = contextlib.AsyncExitStack()
             try:
                 frames = await run.enter_async_context(
                     build_frames(build, game_ended, mark=offer.marker)
                 )
             except Exception as exc:  # no display, a game that will not start...
-                await run.aclose()
-                del self._runs[session_id]
-                reason = f"cannot start {build.name}: {exc}"
-                await ws.send_str(p.End(session_id, reason).to_json())
+                await _send_end(ws, session_id, f"cannot start {build.name}: {exc}")
                 return
+            self._runs[session_id] = run
         session = StreamSession(session_id, options, playing, ended, frames)
         self.sessions[session_id] = session
         try:
@@ -352,7 +351,7 @@ class ContainerAgent:
             )
             self.sessions.pop(session_id, None)
             await self._close(session, str(exc))
-            await ws.send_str(p.End(session_id, f"cannot use the offer: {exc}").to_json())
+            await _send_end(ws, session_id, f"cannot use the offer: {exc}")
             return
         await ws.send_str(p.Answer(session_id, answer).to_json())
 
@@ -363,10 +362,15 @@ class ContainerAgent:
 
     async def _close(self, session: StreamSession, reason: str) -> None:
         """Close a session's peer in a task of its own, which a cancelled agent still awaits."""
-        closing = asyncio.ensure_future(self._shut(session, reason))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-        await asyncio.shield(closing)
+        await asyncio.shield(self._owned(self._shut(session, reason)))
+
+    def _owned(self, work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run `work` in a task the agent owns: awaited before the agent stops or reconnects,
+        whoever asked for it (a cancelled session, a game process's watcher)."""
+        task = asyncio.ensure_future(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
 
     async def _shut(self, session: StreamSession, reason: str) -> None:
         """The peer first, then the build's run behind it (capture, input, game, display)."""
@@ -380,3 +384,9 @@ class ContainerAgent:
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):
             await self._end_session(session_id, reason)
+
+
+async def _send_end(ws: aiohttp.ClientWebSocketResponse, session_id: str, reason: str) -> None:
+    """Tell the indexer a session ended; the reason is cut to the protocol's limit (a crash's
+    stderr line or Xvfb's log would otherwise get the whole message refused)."""
+    await ws.send_str(p.End(session_id, reason[: p.MAX_TEXT]).to_json())

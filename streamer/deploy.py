@@ -22,15 +22,13 @@ from pathlib import Path
 
 import aiohttp
 
-from builds.archive import DEFAULT_LIMITS, extract_archive, remove_tree
+from builds.archive import CHUNK, DEFAULT_LIMITS, extract_archive, remove_tree
 from builds.catalog import SHA256
 from builds.errors import BuildError, DeployError
 from builds.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from builds.members import ArchiveLimits
 
 log = logging.getLogger(__name__)
-
-CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)

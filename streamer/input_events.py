@@ -20,6 +20,9 @@ MAX_RELATIVE_MOVE = 4096
 MAX_MOUSE_BUTTON = 4
 MAX_GAMEPAD_AXES = 8
 MAX_GAMEPAD_BUTTONS = 32
+# Events waiting for a game to take them; a burst beyond this is dropped oldest-first (rate
+# limits sit before it).
+MAX_QUEUED_EVENTS = 1024
 EVENTS_PER_SECOND = 500
 EVENT_BURST = 250
 _KEY_CODE = re.compile(r"[A-Za-z0-9]+")

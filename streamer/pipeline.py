@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiortc.mediastreams import MediaStreamError
 
@@ -79,11 +79,11 @@ class FrameTimings:
 
     def sent(self, at_ms: float) -> None:
         with self._lock:
-            self._sent.append(round(at_ms, 2))
+            self._sent.append(at_ms)
 
     def encoded(self, took_ms: float) -> None:
         with self._lock:
-            self._encode.append(round(took_ms, 2))
+            self._encode.append(took_ms)
 
     def take(self) -> tuple[list[float], list[float]]:
         """The send times and encode times added since the last take, oldest first."""
@@ -91,35 +91,45 @@ class FrameTimings:
             sent, encode = list(self._sent), list(self._encode)
             self._sent.clear()
             self._encode.clear()
-        return sent, encode
+        return [round(t, 2) for t in sent], [round(t, 2) for t in encode]  # off the frame path
 
 
-class _NewestFrame:
-    """A one-frame mailbox between two threads: a new frame replaces an unread one."""
+T = TypeVar("T")
+
+
+class NewestFrame(Generic[T]):
+    """A one-frame mailbox between two threads: a new frame replaces an unread one (the
+    pipeline's render and encode threads, a window capture and the track)."""
 
     def __init__(self) -> None:
-        self._frame: Any = None
+        self._frame: T | None = None
         self._closed = False
+        self._error: Exception | None = None
         self._ready = threading.Condition()
 
-    def put(self, frame: Any) -> bool:
+    def put(self, frame: T) -> bool:
         """Leave `frame`; False when it replaced one that was never taken."""
         with self._ready:
             replaced = self._frame is not None
             self._frame = frame
-            self._ready.notify()
+            self._ready.notify_all()
         return not replaced
 
-    def take(self) -> Any:
-        """Wait for a frame; None once closed."""
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest frame not taken before, waiting up to `timeout` seconds (None: until
+        one comes or the mailbox closes); None when none came. A mailbox closed with an
+        error raises it once no frame is left."""
         with self._ready:
-            self._ready.wait_for(lambda: self._frame is not None or self._closed)
+            self._ready.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            if self._frame is None and self._error is not None:
+                raise self._error
             frame, self._frame = self._frame, None
         return frame
 
-    def close(self) -> None:
+    def close(self, error: Exception | None = None) -> None:
         with self._ready:
             self._closed = True
+            self._error = error
             self._ready.notify_all()
 
 
@@ -144,7 +154,7 @@ class SenderPipeline:
         self._lock = threading.Lock()  # guards `keyframes` and `_restart` across threads
         self._restart = False  # the next encoded frame must be an immediate keyframe
         self._awaiting_keyframe = False  # loop side: discard output until a keyframe comes
-        self._mailbox = _NewestFrame()
+        self._mailbox: NewestFrame[tuple[float, Any]] = NewestFrame()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,8 +302,10 @@ class SenderPipeline:
         """The hold thread: wait for the head of the delay line, hand on what is due."""
         held = self._held
         assert held is not None
-        while not self._stopped.is_set():
-            with self._held_changed:
+        while True:
+            with self._held_changed:  # checked under the lock `stop` notifies with
+                if self._stopped.is_set():
+                    return
                 due = held.next_due
                 wait = None if due is None else due - time.monotonic()
                 if wait is None or wait > 0:

@@ -39,12 +39,9 @@ from streamer.encoder import (
 )
 from streamer.feedback import BitrateController
 from streamer.game import ReferenceGame
-from streamer.input_events import InputEvent
+from streamer.input_events import MAX_QUEUED_EVENTS, InputEvent
 from streamer.marker import FrameMarker, paint_marker_i420
 from streamer.pipeline import SenderPipeline
-
-MAX_PENDING_INPUT = 1024  # a burst beyond this is dropped oldest-first; rate limits sit before it
-
 
 # Draws the game's current state as a frame to encode; calls `mark` for the frame's marker
 # once its pixels are final (shared/MARKER.md: the capture time).
@@ -111,7 +108,7 @@ class ReferenceGameFrames:
         self.game = ReferenceGame(width, height, seed)
         self._gpu = gpu
         self._frame_source: FrameSource = cpu_frame  # a GPU one, if `prepare` chooses it
-        self._pending: deque[InputEvent] = deque(maxlen=MAX_PENDING_INPUT)
+        self._pending: deque[InputEvent] = deque(maxlen=MAX_QUEUED_EVENTS)
 
     @property
     def width(self) -> int:

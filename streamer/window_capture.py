@@ -30,7 +30,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -44,12 +43,12 @@ from streamer.colour import I420Frame
 from streamer.encoder import BT601, ColourDescription, H264Backend
 from streamer.input_events import InputEvent
 from streamer.marker import FrameMarker, paint_marker_i420
+from streamer.pipeline import NewestFrame
 from streamer.x_input import XTestInput
 
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_LIMIT_S = 5.0  # how long the stream's first frame may wait for the first grab
-LATENCIES_KEPT = 600  # 10 s at 60 fps
 _STOP_JOIN_S = 2.0
 _TRUSTED_STAMP_US = 1_000_000  # x11grab's stamp is wall-clock; one further off is not that
 
@@ -65,37 +64,6 @@ class CapturedFrame:
     returned_at_ms: int  # Unix milliseconds when the grab returned: the marker's capture time
     input_sequence: int  # the highest input seq processed before the grab began
     latency_ms: float  # from the grab's start to `picture` being ready
-
-
-class _LatestCapture:
-    """One captured frame between two threads: a new one replaces one never taken."""
-
-    def __init__(self) -> None:
-        self._frame: CapturedFrame | None = None
-        self._error: CaptureError | None = None
-        self._ready = threading.Condition()
-
-    def put(self, frame: CapturedFrame) -> bool:
-        """Leave `frame`; False when it replaced one that was never taken."""
-        with self._ready:
-            replaced = self._frame is not None
-            self._frame = frame
-            self._ready.notify_all()
-        return not replaced
-
-    def fail(self, error: CaptureError) -> None:
-        with self._ready:
-            self._error = error
-            self._ready.notify_all()
-
-    def take(self, timeout: float) -> CapturedFrame | None:
-        """The newest frame not taken before, waiting up to `timeout` s; None if none came."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._frame is not None or self._error, timeout)
-            if self._frame is None and self._error is not None:
-                raise self._error
-            frame, self._frame = self._frame, None
-        return frame
 
 
 class WindowCapture:
@@ -118,10 +86,8 @@ class WindowCapture:
         self.display_name = display_name
         self.width, self.height, self.fps = width, height, fps
         self.frames_captured = 0
-        self.frames_replaced = 0  # captured, then replaced before anyone took them
-        self.latencies_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._input_sequence = input_sequence
-        self._mailbox = _LatestCapture()
+        self._mailbox: NewestFrame[CapturedFrame] = NewestFrame()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -167,10 +133,10 @@ class WindowCapture:
                 self._grab_until_stopped(grab, time.time_ns() // 1000)
         except Exception as exc:
             log.exception("capturing %s failed", self.display_name)
-            self._mailbox.fail(CaptureError(f"capturing {self.display_name} failed: {exc}"))
+            self._mailbox.close(CaptureError(f"capturing {self.display_name} failed: {exc}"))
             return
         if not self._stopped.is_set():
-            self._mailbox.fail(CaptureError(f"{self.display_name} stopped giving frames"))
+            self._mailbox.close(CaptureError(f"{self.display_name} stopped giving frames"))
 
     def _grab_until_stopped(self, grab: av.container.InputContainer, opened_us: int) -> None:
         stream = grab.streams.video[0]
@@ -206,9 +172,7 @@ class WindowCapture:
 
     def _deliver(self, frame: CapturedFrame) -> None:
         self.frames_captured += 1
-        self.latencies_ms.append(frame.latency_ms)
-        if not self._mailbox.put(frame):
-            self.frames_replaced += 1
+        self._mailbox.put(frame)
 
 
 class WindowFrames:

@@ -8,9 +8,8 @@ input, so the build sees an ordinary keyboard and mouse:
 - absolute pointer positions as fractions of the screen, relative moves in pixels (XTEST's
   relative motion), buttons as X buttons (main 1, auxiliary 2, secondary 3, back 8, forward 9);
 - the gamepad as keys: this host has no /dev/uinput to create a virtual pad with, so each pad
-  state is turned into held keys by a `GamepadKeymap`, the build manifest's or
-  `DEFAULT_GAMEPAD_KEYMAP` (Gamepad API standard mapping: stick and d-pad to arrows, A Space,
-  B X, X Z, Y C, LB Q, RB E, Back Tab, Start Enter).
+  state is turned into held keys by `DEFAULT_GAMEPAD_KEYMAP` (Gamepad API standard mapping:
+  stick and d-pad to arrows, A Space, B X, X Z, Y C, LB Q, RB E, Back Tab, Start Enter).
 
 A key held by both the keyboard and the pad goes up only when both let go. Injection runs in
 an owned thread (python-xlib blocks on its socket); the time each batch of events was
@@ -36,11 +35,16 @@ from Xlib import display as xdisplay
 from Xlib.error import DisplayError
 from Xlib.ext import xtest
 
-from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton
+from streamer.input_events import (
+    MAX_QUEUED_EVENTS,
+    GamepadState,
+    InputEvent,
+    KeyEvent,
+    PointerButton,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_EVENTS = 1024  # a burst beyond this is dropped oldest-first; rate limits sit before it
 INPUT_LOG_ENTRIES = 256  # injection times kept: seconds of input, far more than a frame's age
 UNMAPPED_KEPT = 32  # distinct unmapped codes remembered for diagnostics; a client picks them
 X_BUTTONS = {0: 1, 1: 2, 2: 3, 3: 8, 4: 9}  # MouseEvent.button -> X button
@@ -182,11 +186,10 @@ class XTestInput:
         display_name: str,
         width: int,
         height: int,
-        keymap: GamepadKeymap = DEFAULT_GAMEPAD_KEYMAP,
     ) -> None:
         self.display_name = display_name
         self.width, self.height = width, height
-        self.keymap = keymap
+        self.keymap = DEFAULT_GAMEPAD_KEYMAP
         self.log = InputLog()
         self.unmapped: set[str] = set()  # codes dropped for want of a keysym or keycode
         self._held = HeldKeys()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fractions
-import json
 from collections.abc import Iterable
 
 import aiohttp
@@ -13,7 +11,7 @@ import numpy as np
 from aiortc.codecs.h264 import H264PayloadDescriptor
 
 from gamecast.runtime import RunningServer
-from indexer.keys import HostCredentials, KeyStore, parse_private_key
+from indexer.keys import HostCredentials, KeyStore
 from indexer.lifecycle import Event
 from signaling import protocol as p
 from signaling.protocol import Enlist, Register
@@ -114,15 +112,13 @@ def host_credentials(server: RunningServer, host: str = "test-host") -> HostCred
     store = KeyStore.load(server.host_keys)
     _, key_file = store.issue(host, "2026-11-24T00:00:00+00:00")
     store.save()
-    return HostCredentials(*parse_private_key(key_file))
+    return HostCredentials.parse(key_file)
 
 
 def signed(register: Register | Enlist, credentials: HostCredentials, challenge: str) -> str:
     """`register` (or a verifier's Enlist) as a peer holding `credentials` sends it on a socket
     opened with `challenge`."""
-    register = dataclasses.replace(register, key_id=credentials.key_id, challenge=challenge)
-    signature = credentials.sign(challenge, json.loads(register.to_json()))
-    return dataclasses.replace(register, signature=signature).to_json()
+    return credentials.signed(register, challenge).to_json()
 
 
 # The events that move one session's seat rather than the container (apply_seat's), in the

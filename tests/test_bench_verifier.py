@@ -1,7 +1,7 @@
 """benchmarks/verifier.py, briefly: two container processes (0 and 20 ms), a short trace.
 
-No timing is asserted: the numbers depend on the machine; the report's shape and the
-verdicts' agreement with the bot's own figures are."""
+No timing is asserted: the numbers depend on the machine; the report's shape, its rows and
+the rise it derives from them are."""
 
 from __future__ import annotations
 

@@ -200,7 +200,8 @@ def test_a_bot_summarises_its_last_two_seconds_and_counts_from_the_start() -> No
         jitter_buffer_ms=None, decode_ms=None, frames_decoded=271, frames_dropped=30,
         freezes=1, g2g_p50_ms=30.0, codec="video/H264",
     )  # fmt: skip
-    assert p.PlayerStatsReport(summary).to_json()  # it fits the protocol's ranges
+    report = p.PlayerStatsReport(summary)  # it fits the protocol's ranges: it parses back
+    assert p.parse_message(report.to_json(), "player") == report
     idle = bot_summary(log, now + 5_000, width=640, height=360, codec="video/VP8")
     assert (idle.fps, idle.g2g_p50_ms, idle.frames_decoded) == (0.0, None, 271)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
@@ -13,6 +14,7 @@ from indexer.lifecycle import LivenessConfig
 from indexer.placement import Placement
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry
+from indexer.selection import Request
 from indexer.store import MemoryStore
 from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
@@ -56,10 +58,9 @@ async def test_two_rounds_then_the_claim_goes_to_the_nearest_measured_container(
     rtt = {f"c{i}": 50.0 for i in range(8)} | {"c5": 5.0}
     report = p.Probed([p.ProbeSample(c, rtt[c]) for c in first])
     out = await broker.probed("p1", report, 0.5)
-    if isinstance(out[0].message, p.Probe):  # a second round: the rest
-        second = targets(out)
-        assert not set(second) & set(first)
-        out = await broker.probed("p1", p.Probed([p.ProbeSample(c, rtt[c]) for c in second]), 0.6)
+    second = targets(out)  # the second round: the containers nearest the first placement
+    assert not set(second) & set(first)
+    out = await broker.probed("p1", p.Probed([p.ProbeSample(c, rtt[c]) for c in second]), 0.6)
     (matched,) = out
     assert matched.message == p.Matched("s1", "c5")
     session = broker.sessions["s1"]
@@ -148,3 +149,22 @@ def test_probe_messages_are_validated() -> None:
             '"max_height":360,"max_fps":30,"probe_url":"javascript:alert(1)"}',
             "container",
         )
+
+
+async def test_a_container_keeps_its_coordinate_when_it_registers_with_new_specs() -> None:
+    broker, registry = new_broker()
+    await broker.register(register("c1", "eu"), 0.0)
+    first = targets(await broker.play("p1", PLAY, 0.0))
+    await broker.probed("p1", p.Probed([p.ProbeSample(c, 5.0) for c in first]), 0.1)
+    assert broker.probes is not None
+    placed = broker.probes.placement.placed("c1")
+    assert placed is not None  # the player's sample placed it
+    await broker.player_gone("p1", 0.2)
+    await broker.container_gone("c1", "restarting", 0.3)
+    await broker.register(dataclasses.replace(register("c1", "eu"), max_fps=30), 0.4)
+    rows = registry.fleet.select(
+        Request("tetris", 1280, 720, 30, player=placed, rtt_bound=0.5),
+        0.5,
+        np.random.default_rng(0),
+    )  # a finite bound passes only containers with a coordinate
+    assert [c.container_id for c in rows] == ["c1"]

@@ -234,7 +234,7 @@ async def test_the_window_is_captured_as_i420_of_the_display_size(arcade: Arcade
     assert luma(frame.picture, WIDTH - 30, HEIGHT - 12) in (WHITE_Y, LAMP_OFF_Y)  # the sweep
     assert frame.input_sequence == 0 and frame.latency_ms > 0
     assert frame.returned_at_ms >= frame.grabbed_at_us // 1000
-    assert arcade.capture.frames_captured >= 1 and arcade.capture.latencies_ms
+    assert arcade.capture.frames_captured >= 1
 
 
 @needs_xvfb

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import time
 import urllib.parse
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -42,6 +41,7 @@ from verifier.verdict import Check, Finding, Verdict
 log = logging.getLogger(__name__)
 
 RECONNECT_S = 2.0
+VERDICTS_KEPT = 100  # what an on-duty verifier remembers of its own reports
 SEAT_RETRY_S = 2.0  # a bot check on a container with no free seat asks again this often
 SESSION_BUDGET_S = 15.0  # what a bot session needs of its check's time, warm-up included
 
@@ -67,7 +67,7 @@ class VerifierConfig:
 class VerifierAgent:
     def __init__(self, config: VerifierConfig) -> None:
         self.config = config
-        self.verdicts: list[Verdict] = []  # what it reported, newest last
+        self.verdicts: deque[Verdict] = deque(maxlen=VERDICTS_KEPT)  # reported, newest last
         self._inbox = InspectionInbox()
         self.enlisted = asyncio.Event()  # set once the indexer has it on the roster
 
@@ -115,12 +115,7 @@ class VerifierAgent:
         """Enlist, signed over this connection's challenge when the verifier holds a key."""
         cfg = self.config
         enlist = p.Enlist(cfg.verifier_id, cfg.stake)
-        if cfg.key is None:
-            return enlist
-        enlist = dataclasses.replace(enlist, key_id=cfg.key.key_id, challenge=challenge)
-        return dataclasses.replace(
-            enlist, signature=cfg.key.sign(challenge, json.loads(enlist.to_json()))
-        )
+        return enlist if cfg.key is None else cfg.key.signed(enlist, challenge)
 
     async def check(
         self, ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, task: p.Assignment
@@ -135,7 +130,7 @@ class VerifierAgent:
         async def send(message: p.Message) -> None:
             await ws.send_str(message.to_json())
 
-        link = ChallengeLink(send, self._inbox, f"{task.check}.{cfg.verifier_id}")
+        link = ChallengeLink(send, self._inbox, task.check, cfg.verifier_id)
         if task.kind == Check.SPOT.value:
             return await spot_check(http, cfg.server_url, task, link)
         return await inspect_container(http, cfg.server_url, task, link)

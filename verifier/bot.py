@@ -25,9 +25,7 @@ from streamer.marker import FrameMarker, MarkerError, read_marker
 from streamer.sdp import negotiated_video_codec
 from verifier.frame_stats import FrameLog
 from verifier.jitter import install_marker_release
-from verifier.live_sample import bot_summary
-
-STATS_PERIOD_S = 2.0  # as web-client/play.js sends its summaries
+from verifier.live_sample import STATS_PERIOD_S, bot_summary
 
 
 class BotError(RuntimeError):

@@ -104,10 +104,6 @@ def run(args: argparse.Namespace) -> None:
         trace = DEFAULT_TRACE if args.trace is None else load_trace(args.trace)
     except TraceError as exc:
         raise SystemExit(f"gamecast verifier: {exc}") from None
-    width, height = args.size
-    request = SessionRequest(
-        args.server, args.ticket, args.container, trace, width=width, height=height, fps=args.fps
-    )
     limits = BotLimits(g2g_p95_ms=args.g2g_p95_ms, i2p_p95_ms=args.i2p_p95_ms)
     if args.on_duty:
         key = None if args.key is None else HostCredentials.load(args.key)
@@ -115,6 +111,10 @@ def run(args: argparse.Namespace) -> None:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the way off duty
             asyncio.run(_on_duty(config))
         raise SystemExit(0)
+    width, height = args.size
+    request = SessionRequest(
+        args.server, args.ticket, args.container, trace, width=width, height=height, fps=args.fps
+    )
     where = args.container or "any container"
     print(f"gamecast verifier: {args.mode} bot, trace {trace.name!r} "
           f"({trace.duration_ms / 1000:.1f} s), {width}x{height}@{args.fps}, {where}")  # fmt: skip

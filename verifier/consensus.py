@@ -189,12 +189,15 @@ class Dissent:
 class VerifierRecord:
     """How one verifier's checks ended: `checks` = agreed + dissented + absent + undecided."""
 
-    checks: int = 0
     agreed: int = 0
     dissented: int = 0
     absent: int = 0
     undecided: int = 0  # answered a round that ended inconclusive
     recent_dissents: deque[Dissent] = field(default_factory=lambda: deque(maxlen=RECENT_DISSENTS))
+
+    @property
+    def checks(self) -> int:
+        return self.agreed + self.dissented + self.absent + self.undecided
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,7 +223,6 @@ class Ledger:
         absent = set(decision.absent)
         for verifier_id in decision.committee:
             entry = self._records.setdefault(verifier_id, VerifierRecord())
-            entry.checks += 1
             if verifier_id in majority:
                 entry.agreed += 1
             elif verifier_id in dissent:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +52,9 @@ from verifier.verdict import Check, Verdict
 
 _INSPECTED = (Admission.AWAITING_INSPECTION, Admission.NEEDS_REINSPECTION)
 _WATCHED = (Admission.READY, Admission.QUALITY_CONTROL)
+
+
+RECENT_DECISIONS = 50  # kept for the dashboard and /api/verifiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ class Coordinator:
         self.roster = Roster(config.rotation)
         self.ledger = Ledger()
         self.scoreboard = Scoreboard(config.scores)
-        self.decisions: list[Decision] = []  # the most recent, for the dashboard
+        self.decisions: deque[Decision] = deque(maxlen=RECENT_DECISIONS)  # for the dashboard
         self._genesis, self._genesis_at = genesis, genesis_at
         self._rng = rng
         self._duty: Duty | None = None
@@ -105,7 +109,7 @@ class Coordinator:
 
     def enlist(self, verifier_id: str, stake: int) -> None:
         """A verifier offers itself; it can be drawn from the next epoch on."""
-        if verifier_id in {v.verifier_id for v in self.roster.verifiers}:
+        if verifier_id in self.roster:
             self.roster.set_stake(verifier_id, stake)
         else:
             self.roster.register(verifier_id, stake)
@@ -195,7 +199,7 @@ class Coordinator:
         """What `decision` means for its container now in `admission`; also books the dissent
         and schedules the container's next bot session."""
         self.ledger.record(decision)
-        self.decisions = [*self.decisions[-49:], decision]
+        self.decisions.append(decision)
         judgement = self.scoreboard.judge(decision, admission)
         container_id = decision.container_id
         if decision.check is Check.LIVE:
@@ -218,7 +222,7 @@ class Coordinator:
     def redeemable(self, ticket: str) -> Task | None:
         """The open bot check an unused member's ticket belongs to."""
         for _, task in self._rounds.values():
-            if task.check is Check.BOT and ticket in task.tickets.values():
+            if ticket in task.tickets.values():
                 return None if ticket in self._redeemed else task
         return None
 
@@ -266,7 +270,8 @@ class Coordinator:
         check_id = secrets.token_hex(8)
         committee = duty.committee(container_id, check_id)
         deadline = now + self.config.round_seconds
-        tickets = {member: secrets.token_urlsafe(16) for member in committee}
+        bot = check is Check.BOT  # only a bot session is seated: the others need no ticket
+        tickets = {member: secrets.token_urlsafe(16) for member in committee} if bot else {}
         task = Task(check_id, container_id, check, committee, deadline, tickets, session)
         self._rounds[check_id] = (Round(container_id, check_id, check, committee, deadline), task)
         self._open[container_id] = check_id

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from indexer.lifecycle import Admission, Event
 from signaling import protocol as p
 from verifier.challenge import DeviceClass
-from verifier.scores import PENALTIES
+from verifier.scores import penalty_event
 from verifier.verdict import Check, Finding, Verdict
 
 RAM_TOLERANCE = 0.03
@@ -116,10 +116,8 @@ def inspection_event(verdict: Verdict, admission: Admission) -> tuple[Event | No
     """
     if verdict.check is not Check.REGISTRATION:
         raise InspectionError(f"a {verdict.check.value} verdict is not a registration check")
-    moves = PENALTIES.get((admission, Check.REGISTRATION))
-    if moves is None:
-        return None, verdict.reason
-    return (moves[0] if verdict.passed else moves[1]), verdict.reason
+    event = penalty_event(admission, Check.REGISTRATION, shortfall=not verdict.passed)
+    return event, verdict.reason
 
 
 def _host_findings(claimed: p.HostSpecs, measured: p.HostSpecs) -> list[Finding]:

@@ -58,7 +58,8 @@ IDLE_CPU_PERCENT = 50.0
 IDLE_GPU_PERCENT = 50
 SPOT_TARGET_S = 0.25  # a quarter of the registration's work: spot checks come often
 SPOT_REVEAL = 8
-SUMMARY_WINDOW_MS = 2000.0  # the frames a headless player's summary covers: one report's worth
+STATS_PERIOD_S = 2.0  # how often a player reports its summary, as web-client/play.js does
+SUMMARY_WINDOW_MS = STATS_PERIOD_S * 1000  # the frames a headless player's summary covers
 
 
 class SampleError(ValueError):

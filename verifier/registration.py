@@ -70,11 +70,17 @@ async def claims_of(http: aiohttp.ClientSession, server_url: str, container_id: 
 @dataclass(frozen=True, slots=True)
 class ChallengeLink:
     """How a check reaches its container: the verifier's socket to send through, the inbox
-    its relayed answers arrive in, and the inspection id that routes them."""
+    its relayed answers arrive in, and who is checking which check."""
 
     send: Callable[[p.Message], Awaitable[None]]
     inbox: InspectionInbox
-    inspection: str  # "<check id>.<verifier id>"
+    check_id: str
+    verifier_id: str
+
+    @property
+    def inspection(self) -> str:
+        """The id that routes this verifier's round trip through the indexer."""
+        return f"{self.check_id}.{self.verifier_id}"
 
 
 async def challenge_round(
@@ -114,8 +120,7 @@ async def inspect_container(
     challenge = make_challenge(secrets.token_bytes(32), device_class(claim.host))
     commitment, finding = await challenge_round(link, challenge)
     measured = HostMeasurement(commitment.measured, commitment.nvenc, commitment.nvenc_reason)
-    verifier_id = link.inspection.partition(".")[2]
-    return inspect_registration(claim, measured, finding, verifier_id, time.time())
+    return inspect_registration(claim, measured, finding, link.verifier_id, time.time())
 
 
 async def spot_check(
@@ -134,7 +139,7 @@ async def spot_check(
     _, finding = await challenge_round(link, spot_challenge(secrets.token_bytes(32), claim.host))
     return evaluate_spot(
         task.container,
-        link.inspection.partition(".")[2],
+        link.verifier_id,
         time.time(),
         claimed=claim.host,
         telemetry=heartbeat.telemetry,

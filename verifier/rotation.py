@@ -197,6 +197,9 @@ class Roster:
         self.next_epoch = next_epoch
         self._verifiers: dict[str, Verifier] = {}
 
+    def __contains__(self, verifier_id: object) -> bool:
+        return verifier_id in self._verifiers
+
     @property
     def verifiers(self) -> tuple[Verifier, ...]:
         return tuple(self._verifiers[verifier] for verifier in sorted(self._verifiers))

@@ -72,6 +72,13 @@ PENALTIES: dict[tuple[Admission, Check], tuple[Event | None, Event]] = {
 """(admission, check) -> (event when the decision passes, event when it falls short)."""
 
 
+def penalty_event(admission: Admission, check: Check, *, shortfall: bool) -> Event | None:
+    """The lifecycle event (PENALTIES) a decision on `check` makes for a container in
+    `admission`: the second of the pair when it fell short; None where the table has none."""
+    moves = PENALTIES.get((admission, check))
+    return None if moves is None else moves[1] if shortfall else moves[0]
+
+
 class ScoreError(ValueError):
     """A scoring configuration that cannot work; the message names the setting."""
 
@@ -199,8 +206,7 @@ class Scoreboard:
         shortfall = bool(reason)
         scored = quality if decision.check in _EXPERIENCE or not decision.passed else None
         history.append(_Scored(now, scored, shortfall))
-        moves = PENALTIES.get((admission, decision.check))
-        event = None if moves is None else moves[1] if shortfall else moves[0]
+        event = penalty_event(admission, decision.check, shortfall=shortfall)
         if shortfall and admission is not Admission.SUSPENDED and self._repeated(cid, now):
             event = Event.SUSPENDED
             self._suspended_at[cid] = now

@@ -22,6 +22,7 @@ function record(series, value) {
 const state = {
   status: "ready",
   session: null,
+  container: null, // the one the indexer matched this session with
   stats: null,
   marker: null,
   markersRead: 0,
@@ -191,6 +192,7 @@ function onSignal(event) {
   switch (message.type) {
     case "matched":
       state.session = message.session;
+      state.container = message.container;
       setStatus(`matched with ${message.container}, connecting`);
       startPeer();
       break;

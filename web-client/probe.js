@@ -3,6 +3,8 @@
 // once; the median is reported, so one slow probe (a connection being opened) does not count.
 // A target that does not answer within PROBE_TIMEOUT_MS is left out of the report.
 
+import { MIN_PROBE_MS } from "/protocol.js";
+
 const PROBE_TIMEOUT_MS = 1000;
 
 async function timeOne(url) {
@@ -30,7 +32,7 @@ export async function measureTargets(targets, count) {
     } catch {
       return null; // unreachable from here: say nothing rather than guess
     }
-    return { container, rtt_ms: Math.max(median(times), 0.01) };
+    return { container, rtt_ms: Math.max(median(times), MIN_PROBE_MS) };
   }));
   return measured.filter((sample) => sample !== null);
 }
