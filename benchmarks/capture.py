@@ -29,8 +29,9 @@ import psutil
 from Xlib import X
 from Xlib import display as xlib_display
 
-from benchmarks.report import Column, limit, machine, print_end, print_limits, table
+from benchmarks.report import limit, machine, print_end, print_limits
 from builds.manifest import MANIFEST_NAME, parse_manifest
+from node.console import Column, table
 from streamer.game_process import GameProcess, resolve_entry
 from streamer.window_capture import WindowCapture
 from streamer.xdisplay import XvfbDisplay

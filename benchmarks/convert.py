@@ -12,8 +12,8 @@ import statistics
 import time
 from typing import Any
 
-from streamer.colour import rgb_to_nv12
-from streamer.game import ReferenceGame
+from reference_game.colour import rgb_to_nv12
+from reference_game.game import ReferenceGame
 from streamer.gpu import conversion_times_ms
 from verifier.frame_stats import percentile
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.report import Column, machine, table, write_json
+from benchmarks.report import machine, write_json
 from indexer.coordinates import Coordinates, VivaldiConfig, distance, update
+from node.console import Column, table
 
 Vector = NDArray[np.float64]
 Rows = NDArray[np.intp]

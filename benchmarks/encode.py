@@ -26,13 +26,14 @@ from aiortc.codecs.h264 import H264Encoder
 
 from benchmarks.convert import BACKENDS as CONVERSIONS
 from benchmarks.convert import measure_conversion
-from benchmarks.report import Column, machine, table, write_json
+from benchmarks.report import machine, write_json
+from contracts.input_events import KeyEvent
+from contracts.marker import FrameMarker
+from node.console import Column, table
+from reference_game.game import ReferenceGame
 from streamer.backends import nvenc_unavailable_reason
 from streamer.encoder import H264_BACKENDS, FallbackVp8Encoder, LowLatencyH264Encoder, bitrate_for
-from streamer.game import ReferenceGame
 from streamer.gpu import gpu_unavailable_reason
-from streamer.input_events import KeyEvent
-from streamer.marker import FrameMarker
 from streamer.track import cpu_frame
 from verifier.frame_stats import percentile
 

@@ -1,7 +1,7 @@
 """Claims per second of several indexer processes sharing one Redis store (issue 5: "Redis
 with three indexers >= 3,000 claims/s and zero double claims").
 
-The parent starts Debian's redis-server on a unix socket (benchmarks/redis_server.py), registers
+The parent starts Debian's redis-server on a unix socket (testbed/redis_server.py), registers
 benchmarks/indexer.py's synthetic network into a `RedisStore` (register, SPECS_RECEIVED and
 INSPECTION_PASSED for every container, MAINTENANCE_ON for its non-candidates; its silent
 containers stay LIVE in the store, and the local indexes never pick them), then starts
@@ -66,13 +66,14 @@ from benchmarks.indexer import (
     synthetic_network,
     warm,
 )
-from benchmarks.redis_server import running_redis_server
-from benchmarks.report import Column, limit, machine, print_end, print_limits, table
+from benchmarks.report import limit, machine, print_end, print_limits
 from indexer.errors import NoContainerError
 from indexer.lifecycle import FULL, Event, LivenessConfig, offered
 from indexer.redis_store import Claimed, RedisStore, Refused
 from indexer.selection import Fleet, Profile
 from indexer.shared_registry import CLAIM_ROUNDS, SHORTLIST, SharedRegistry
+from node.console import Column, table
+from testbed.redis_server import running_redis_server
 
 CLAIMS_TARGET = 3_000.0  # per second, all indexers together
 PREFIX = "gamecast"  # the store's own keys (RedisStore's default)
@@ -207,6 +208,10 @@ async def _phase(
     }
 
 
+async def _nobody_to_tell(sessions: tuple[str, ...], why: str) -> None:
+    """The benchmark's indexers have no players to tell that their sessions ended."""
+
+
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     worker, indexers = args.worker, args.indexers
     network = synthetic_network(args.containers, args.requests, np.random.default_rng(args.seed))
@@ -214,9 +219,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     client = _client(args.socket)
     try:
         store = _CountingStore(client, LIVENESS, prefix=PREFIX)
-        registry = SharedRegistry(
-            store, LIVENESS, rng, lambda sessions, why: None, admit_on_register=True
-        )
+        registry = SharedRegistry(store, LIVENESS, rng, _nobody_to_tell, admit_on_register=True)
         await _barrier(client, "snapshot", worker)
         _, states = await store.snapshot()
         registry.fleet = _local_fleet(network, states)

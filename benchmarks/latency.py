@@ -25,8 +25,10 @@ from typing import Any
 import aiohttp
 import psutil
 
-from benchmarks.report import machine, table, write_json
-from gamecast.runtime import RunningServer, serve
+from benchmarks.errors import BenchmarkError
+from benchmarks.report import machine, write_json
+from node.console import table
+from node.runtime import RunningServer, serve
 from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
 from verifier.frame_stats import FrameLog, percentile, series_summary
@@ -101,7 +103,7 @@ TARGETS = (
 )  # fmt: skip
 
 
-class ContainerStartError(RuntimeError):
+class ContainerStartError(BenchmarkError, RuntimeError):
     """A benchmark's container process did not register; its log says why."""
 
 
@@ -171,8 +173,10 @@ async def measure_bot(
 ) -> dict[str, Any]:
     bot = BotPlayer(server.player_url)
     pressed_at = time.time() * 1000
-    shape = {"width": config.width, "height": config.height, "fps": config.fps}
-    async with aiohttp.ClientSession() as http, bot.play(http, **shape):
+    async with (
+        aiohttp.ClientSession() as http,
+        bot.play(http, width=config.width, height=config.height, fps=config.fps),
+    ):
         await bot.wait_frames(1)
         first_frame_ms = bot.log.samples[0].received_ms - pressed_at
         await bot.wait_channel_open()

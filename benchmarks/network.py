@@ -20,11 +20,12 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
-from benchmarks.report import Column, machine, table, write_json
-from gamecast.runtime import embedded_network
+from benchmarks.report import machine, write_json
+from node.console import Column, table
+from node.runtime import embedded_network
 from streamer.agent import ContainerAgent
 from streamer.encoder import encoder_in_use
+from testbed.relay import LinkConfig, LinkModel, UdpRelay
 from verifier.bot import BotPlayer
 from verifier.frame_stats import FrameLog
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import av
 
-from benchmarks.report import machine, table, write_json
-from streamer.colour import rgb_to_i420
-from streamer.game import ReferenceGame
-from streamer.input_events import KeyEvent
-from streamer.marker import FrameMarker, paint_marker, paint_marker_i420
+from benchmarks.report import machine, write_json
+from contracts.input_events import KeyEvent
+from contracts.marker import FrameMarker, paint_marker, paint_marker_i420
+from node.console import table
+from reference_game.colour import rgb_to_i420
+from reference_game.game import ReferenceGame
 from verifier.frame_stats import percentile
 
 RESOLUTIONS = ((1280, 720), (1920, 1080))

@@ -21,9 +21,11 @@ from typing import Any
 import psutil
 
 from benchmarks.latency import container_process
-from benchmarks.report import Column, limit, machine, print_end, print_limits, table
-from gamecast.runtime import serve
-from verifier.bot_session import BotLimits, SessionRequest, judge_session, observe_aiortc
+from benchmarks.report import limit, machine, print_end, print_limits
+from node.console import Column, table
+from node.runtime import serve
+from verifier.bot_session import SessionRequest, observe_aiortc
+from verifier.bot_verdict import BotLimits, judge_session
 from verifier.trace import DEFAULT_TRACE, InputTrace, load_trace
 
 DELAYS_MS = (0, 20, 50, 100)

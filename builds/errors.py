@@ -7,8 +7,10 @@ the studio's archive or manifest (400, 413), its credentials (401), its claim on
 
 from __future__ import annotations
 
+from contracts.errors import GamecastError
 
-class BuildError(Exception):
+
+class BuildError(GamecastError):
     """Base of the builds' errors; the message says what to do about it."""
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builds.errors import ManifestError
-from indexer.selection import Requirements
+from contracts.requirements import Requirements
 
 MANIFEST_NAME = "manifest.json"  # at the archive's root
 SCHEMA_VERSION = 1

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from builds import cli as builds_cli
-from gamecast.runtime import embedded_network, run_agent, serve
-from indexer.keys import HostCredentials, KeyStore, KeyStoreError, write_private_key
-from signaling.protocol import MAX_SESSIONS, Register
-from signaling.server import ServerConfig
+from contracts.protocol import MAX_SESSIONS, Register
+from contracts.signing import HostCredentials, KeyFileError, write_private_key
+from gamecast import verifier_cli
+from indexer.keys import KeyStore, KeyStoreError
+from node.runtime import embedded_network, run_agent, serve
+from signaling.config import ServerConfig
 from streamer.agent import AgentConfig
 from streamer.backends import CHOICES as ENCODER_CHOICES
 from streamer.capacity import describe as describe_capacity
 from streamer.impairment import Impairment, ImpairmentError
-from verifier import cli as verifier_cli
 
 ANY_ADDRESS = "0.0.0.0"  # the probe endpoint listens on every interface
 
@@ -183,7 +184,7 @@ def _keys(args: argparse.Namespace) -> None:
             for key in store.keys():  # noqa: SIM118  (a KeyStore, not a dict)
                 state = f"revoked {key.revoked_at}" if key.revoked else "active"
                 print(f"{key.key_id}  {key.host:<24} issued {key.issued_at}  {state}")
-    except KeyStoreError as exc:
+    except (KeyStoreError, KeyFileError) as exc:
         raise SystemExit(f"gamecast keys: {exc}") from None
 
 

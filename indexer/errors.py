@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contracts.errors import GamecastError
 
-class IndexerError(Exception):
+
+class IndexerError(GamecastError):
     """Base of the indexer's errors."""
 
 

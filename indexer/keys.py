@@ -22,19 +22,17 @@ functions, which read and write files.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import json
 import os
-import re
 import secrets
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -45,29 +43,19 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from contracts.signing import (
+    KEY_FILE_FORMAT,
+    KEY_ID,
+    SIGNATURE,
+    HostKeyError,
+    b64decode,
+    b64encode,
+    signing_bytes,
+)
 from indexer.errors import IndexerError
-from signaling.protocol import Enlist, Register
 
-Signed = TypeVar("Signed", Register, Enlist)
-
-DOMAIN = b"gamecast-register-v1\n"  # a signature made for anything else never verifies here
 STORE_VERSION = 1
-KEY_FILE_FORMAT = "gamecast-host-key"
-CHALLENGE_BYTES = 32
 MAX_HOST = 64
-_KEY_ID = re.compile(r"hk_[0-9a-f]{16}")
-_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{22,128}")  # base64url of 128 bits or more, unpadded
-_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")  # an Ed25519 signature is 64 bytes
-
-
-class HostKeyError(IndexerError):
-    """A registration is refused (a peer's misbehaviour); `code` is stable for programs (see
-    the module's list), `reason` says what to do, as `signaling.protocol.ProtocolError`."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class KeyStoreError(IndexerError):
@@ -90,48 +78,6 @@ class HostKey:
         return self.revoked_at is not None
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    """Unpadded base64url (RFC 4648, section 5); binascii.Error or ValueError if it is not."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def new_challenge() -> str:
-    """A fresh challenge for one container connection: 256 random bits, base64url."""
-    return _b64encode(os.urandom(CHALLENGE_BYTES))
-
-
-def signing_bytes(key_id: str, challenge: str, body: Mapping[str, Any]) -> bytes:
-    """What a registration's signature covers: the domain tag, the key id, the challenge, and the
-    body as canonical JSON (keys sorted, no spaces, ASCII only, its "signature" field left out).
-
-    Sign and verify the JSON object as sent on the wire, not one rebuilt from a parsed record:
-    a field with a default that one side knows and the other does not would change the bytes.
-    """
-    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
-        raise HostKeyError("malformed", f"key id {key_id!r} is not 'hk_' and 16 hex digits")
-    if not isinstance(challenge, str) or not _CHALLENGE.fullmatch(challenge):
-        raise HostKeyError("malformed", "the challenge is not 22 to 128 base64url characters")
-    signed = {name: value for name, value in body.items() if name != "signature"}
-    try:
-        canonical = json.dumps(signed, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:  # NaN, bytes, mixed key types
-        raise HostKeyError("malformed", f"the registration is not plain JSON: {exc}") from None
-    return b"".join((DOMAIN, key_id.encode(), b"\n", challenge.encode(), b"\n", canonical.encode()))
-
-
-def sign_registration(
-    private_key: Ed25519PrivateKey, key_id: str, challenge: str, body: Mapping[str, Any]
-) -> str:
-    """The container's signature over its registration `body` for this connection's challenge."""
-    return _b64encode(private_key.sign(signing_bytes(key_id, challenge, body)))
-
-
 def verify_registration(
     store: KeyStore,
     key_id: str,
@@ -147,7 +93,7 @@ def verify_registration(
     says it answers, when it says (it names a replay as such rather than as a forgery). Pure:
     call `store.reload_if_changed()` first so that revocations made since are seen.
     """
-    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+    if not isinstance(signature, str) or not SIGNATURE.fullmatch(signature):
         raise HostKeyError("malformed", "the signature is not 86 base64url characters")
     signed = signing_bytes(key_id, challenge, body)  # checks the key id and challenge too
     key = store.get(key_id)
@@ -165,7 +111,7 @@ def verify_registration(
             "the registration answers another connection's challenge; sign this one's",
         )
     try:
-        Ed25519PublicKey.from_public_bytes(key.public_key).verify(_b64decode(signature), signed)
+        Ed25519PublicKey.from_public_bytes(key.public_key).verify(b64decode(signature), signed)
     except InvalidSignature:
         raise HostKeyError(
             "bad_signature",
@@ -220,7 +166,7 @@ class KeyStore:
             "key_id": key_id,
             "host": host,
             "issued_at": now_iso,
-            "private_key": _b64encode(seed),
+            "private_key": b64encode(seed),
         }
         return key, (json.dumps(secret, indent=2) + "\n").encode()
 
@@ -241,7 +187,7 @@ class KeyStore:
             {
                 "key_id": key.key_id,
                 "host": key.host,
-                "public_key": _b64encode(key.public_key),
+                "public_key": b64encode(key.public_key),
                 "issued_at": key.issued_at,
                 "revoked_at": key.revoked_at,
             }
@@ -326,95 +272,17 @@ def _parse_store(text: str, path: Path) -> list[HostKey]:
         key_id, host, public, issued, revoked = (
             record.get(name) for name in ("key_id", "host", "public_key", "issued_at", "revoked_at")
         )
-        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id) or key_id in keys:
+        if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id) or key_id in keys:
             raise bad(f"keys[{index}] has a bad or repeated key_id {key_id!r}")
         if not (isinstance(host, str) and isinstance(issued, str) and isinstance(public, str)):
             raise bad(f"key {key_id} needs host, issued_at and public_key strings")
         if revoked is not None and not isinstance(revoked, str):
             raise bad(f"key {key_id} has a revoked_at that is not a string or null")
         try:
-            raw = _b64decode(public)
+            raw = b64decode(public)
         except (ValueError, binascii.Error):
             raw = b""
         if len(raw) != 32:
             raise bad(f"key {key_id} has a public_key that is not 32 bytes of base64url")
         keys[key_id] = HostKey(key_id, host, raw, issued, revoked)
     return list(keys.values())
-
-
-# The operator's key file ------------------------------------------------------------------------
-
-
-def parse_private_key(data: bytes) -> tuple[str, Ed25519PrivateKey]:
-    """The key id and private key in a key file's content, as `KeyStore.issue` made it:
-    {"format": "gamecast-host-key", "version": 1, "key_id", "host", "issued_at",
-    "private_key": unpadded base64url of the 32-byte Ed25519 seed}."""
-    try:
-        record = json.loads(data)
-        if not isinstance(record, dict) or record.get("format") != KEY_FILE_FORMAT:
-            raise ValueError(f"not a {KEY_FILE_FORMAT} file")
-        if record.get("version") != 1:
-            raise ValueError(f"version {record.get('version')!r} is not 1")
-        key_id, seed = record.get("key_id"), record.get("private_key")
-        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
-            raise ValueError(f"bad key_id {key_id!r}")
-        if not isinstance(seed, str):
-            raise ValueError("no private_key")
-        return key_id, Ed25519PrivateKey.from_private_bytes(_b64decode(seed))
-    except (ValueError, binascii.Error, RecursionError) as exc:  # from_private_bytes: ValueError
-        raise KeyStoreError(f"not a usable host key file: {exc}") from None
-
-
-def load_private_key(path: str | os.PathLike[str]) -> tuple[str, Ed25519PrivateKey]:
-    """Read the operator's key file (the container agent does this once, at start)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyStoreError(f"cannot read the host key file {path}: {exc}") from None
-    try:
-        return parse_private_key(data)
-    except KeyStoreError as exc:
-        raise KeyStoreError(f"{path}: {exc}") from None
-
-
-def write_private_key(path: str | os.PathLike[str], data: bytes) -> None:
-    """Create the operator's key file, readable only by its owner; never overwrites one."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyStoreError(f"{path} exists; choose another file for the new key") from None
-    except OSError as exc:
-        raise KeyStoreError(f"cannot write the host key file {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise KeyStoreError(f"cannot write the host key file {path}: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class HostCredentials:
-    """What a container agent signs with: its operator's key, loaded once at start."""
-
-    key_id: str
-    private_key: Ed25519PrivateKey
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> HostCredentials:
-        return cls(*load_private_key(path))
-
-    @classmethod
-    def parse(cls, key_file: bytes) -> HostCredentials:
-        """From a key file's text, as `KeyStore.issue` returns it."""
-        return cls(*parse_private_key(key_file))
-
-    def sign(self, challenge: str, body: Mapping[str, Any]) -> str:
-        return sign_registration(self.private_key, self.key_id, challenge, body)
-
-    def signed(self, message: Signed, challenge: str) -> Signed:
-        """`message` (a registration or an enlistment) signed over this connection's
-        challenge: the key and challenge filled in, then the signature over the wire JSON."""
-        message = replace(message, key_id=self.key_id, challenge=challenge)
-        return replace(message, signature=self.sign(challenge, json.loads(message.to_json())))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contracts.protocol import MIN_PROBE_MS
 from indexer.coordinates import (
     Coordinate,
     CoordinateBook,
@@ -40,7 +41,6 @@ from indexer.coordinates import (
     VivaldiConfig,
     distance,
 )
-from signaling.protocol import MIN_PROBE_MS
 
 LANDMARKS = 6  # containers one player probes in the first round (protocol.MAX_PROBES: 8)
 NEIGHBOURS = 5  # ... and in the second

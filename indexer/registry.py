@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.protocol import HostSpecs, Register, StreamCapacity, Telemetry
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
     ContainerLifecycle,
@@ -31,7 +32,6 @@ from indexer.lifecycle import (
     offered,
 )
 from indexer.selection import Choice, Fleet, Profile, Request
-from signaling.protocol import HostSpecs, Register, StreamCapacity, Telemetry
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,10 +56,11 @@ from typing import Generic, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from contracts.protocol import StreamCapacity
+from contracts.requirements import Requirements
 from indexer.coordinates import Coordinate, VivaldiConfig
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import FULL
-from signaling.protocol import StreamCapacity
 
 Vector = NDArray[np.float64]
 Rows = NDArray[np.intp]
@@ -112,33 +113,6 @@ class Profile:
                 f"container {self.container_id!r}: the price per minute must be a finite "
                 f"number >= 0, not {self.price_per_minute!r}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Requirements:
-    """A build's needs (from its manifest in a later issue)."""
-
-    vram_mib: int = 0
-    cpu_cores: int = 0
-    ram_mib: int = 0
-    uplink_mbps: float = 0.0
-    encoders: frozenset[str] = frozenset()  # the container needs one of them; empty: any
-
-    def describe(self) -> str:
-        """The needs in words, e.g. "8192 MiB VRAM, encoder h264 or vp8"; "" without any."""
-        parts = [
-            f"{value:g} {unit}"
-            for value, unit in (
-                (self.vram_mib, "MiB VRAM"),
-                (self.cpu_cores, "cores"),
-                (self.ram_mib, "MiB RAM"),
-                (self.uplink_mbps, "Mbit/s uplink"),
-            )
-            if value
-        ]
-        if self.encoders:
-            parts.append("encoder " + " or ".join(sorted(self.encoders)))
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

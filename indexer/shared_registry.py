@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts import protocol as p
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
@@ -49,7 +50,6 @@ from indexer.redis_store import (
 from indexer.registry import ContainerSpec
 from indexer.selection import Choice, Fleet, Request
 from indexer.store import ContainerView
-from signaling import protocol as p
 
 log = logging.getLogger(__name__)
 

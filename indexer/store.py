@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from contracts.protocol import Telemetry
 from indexer.coordinates import Coordinate
 from indexer.lifecycle import Admission, Event, LivenessConfig, SeatState
 from indexer.registry import ContainerRecord, ContainerRegistry, ContainerSpec
 from indexer.selection import Choice, Request
-from signaling.protocol import Telemetry
 
 
 @dataclass(frozen=True, slots=True)

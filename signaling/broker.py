@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from contracts import protocol as p
+from contracts.requirements import Requirements
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
 from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError
 from indexer.registry import ContainerSpec
-from indexer.selection import Policy, Request, Requirements
+from indexer.selection import Policy, Request
 from indexer.store import RegistryStore
-from signaling import protocol as p
 from signaling.probing import ProbeRounds
 from signaling.session import IllegalTransitionError, Session, SessionStatus
 

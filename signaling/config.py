@@ -20,10 +20,10 @@ from builds.members import ArchiveLimits
 from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
 from indexer.play_queue import Relaxation
+from judge.coordinator import VerificationConfig
+from judge.desk import VerificationDesk
 from signaling.broker import SessionBroker
 from signaling.bus import SignalBus
-from signaling.verification import VerificationDesk
-from verifier.coordinator import VerificationConfig
 
 WEB_CLIENT_DIR = Path(__file__).resolve().parent.parent / "web-client"
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from contracts import protocol as p
 from indexer.coordinates import Coordinate
 from indexer.placement import Landmark, Placement
 from indexer.selection import Request
-from signaling import protocol as p
 
 PROBE_WAIT = 3.0  # seconds a player may take over both rounds
 PROBES_PER_TARGET = 3  # the page sends the median of this many

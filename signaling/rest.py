@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from contracts import input_events
+from contracts import protocol as p
+from contracts.stream_shapes import SHAPES
 from indexer.store import ContainerView, RegistryStore
-from signaling import protocol as p
 from signaling.config import BROKER, CONFIG, COUNTERS, DESK, STARTED
-from streamer import input_events
-from streamer.capacity import SHAPES
 
 
 def add_rest_routes(app: web.Application) -> None:

@@ -25,6 +25,10 @@ from redis.backoff import NoBackoff
 from builds.catalog import BuildCatalog
 from builds.http import CATALOG, add_build_routes
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
+from contracts import protocol as p
+from contracts import signing
+from contracts.requirements import Requirements
+from contracts.token_bucket import TokenBucket
 from indexer import keys
 from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
@@ -33,10 +37,10 @@ from indexer.placement import Placement
 from indexer.play_queue import PlayQueue
 from indexer.redis_store import RedisStore
 from indexer.registry import ContainerRegistry
-from indexer.selection import Requirements
 from indexer.shared_registry import SharedRegistry
 from indexer.store import MemoryStore, RegistryStore
-from signaling import protocol as p
+from judge.coordinator import Coordinator
+from judge.desk import VerificationDesk
 from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
 from signaling.config import (
@@ -54,10 +58,7 @@ from signaling.config import (
     ServerConfig,
 )
 from signaling.probing import ProbeRounds
-from signaling.rate_limit import TokenBucket
 from signaling.rest import add_rest_routes
-from signaling.verification import VerificationDesk
-from verifier.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,8 @@ async def _free_orphaned_seats(app: web.Application, now: float) -> None:
 
 async def _close_sockets(app: web.Application) -> None:
     """Tell every peer we are going away; otherwise shutdown waits for them to hang up."""
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
@@ -331,7 +333,7 @@ async def container_socket(request: web.Request) -> web.WebSocketResponse:
     broker = app[BROKER]
     bus = app.get(BUS)
     container_id: str | None = None
-    challenge = keys.new_challenge()
+    challenge = signing.new_challenge()
     await _send(ws, p.Challenge(challenge))
     try:
         async for message, text in _messages(app, ws, "container"):
@@ -384,7 +386,7 @@ async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
     ws = await _open_socket(request)
     desk, broker = app[DESK], app[BROKER]
     verifier_id: str | None = None
-    challenge = keys.new_challenge()
+    challenge = signing.new_challenge()
     await _send(ws, p.Challenge(challenge))
     try:
         async for message, text in _messages(app, ws, "verifier"):
@@ -489,7 +491,7 @@ async def _authenticate(
             json.loads(text),
             answered=message.challenge,
         )
-    except keys.HostKeyError as exc:
+    except signing.HostKeyError as exc:
         raise p.ProtocolError(exc.code, exc.reason) from None
     except keys.KeyStoreError as exc:
         raise p.ProtocolError("unavailable", str(exc)) from None

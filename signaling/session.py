@@ -7,8 +7,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from contracts import protocol as p
 from indexer.selection import Request
-from signaling import protocol as p
+from signaling.errors import SignalingError
 
 MIN_SUMMARIES = 2  # a live sample compares the player's first summary with its last
 
@@ -30,7 +31,7 @@ TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
 }
 
 
-class IllegalTransitionError(Exception):
+class IllegalTransitionError(SignalingError):
     """A session was asked to make a move the table does not have."""
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 
 from builds.errors import DeployError
-from indexer.keys import HostCredentials
-from signaling import protocol as p
+from contracts import protocol as p
+from contracts.signing import HostCredentials
 from streamer.build_run import build_frames
 from streamer.deploy import DeployedBuild, deploy, deployed_builds
 from streamer.game_process import GameExit

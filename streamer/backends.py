@@ -20,6 +20,7 @@ import av.logging
 import numpy as np
 
 from streamer.encoder import ENCODERS, NVENC, LowLatencyH264Encoder
+from streamer.errors import StreamerError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ CHOICES = ("auto", *ENCODERS)  # what `gamecast container --encoder` accepts
 _PROBE_SIZE = (256, 144)  # small enough to cost nothing, large enough for every encoder
 
 
-class BackendError(RuntimeError):
+class BackendError(StreamerError, RuntimeError):
     """The encoder the operator asked for cannot be used, and nothing can stand in for it."""
 
 

@@ -17,20 +17,20 @@ import math
 import time
 from collections.abc import Iterable
 
-from signaling.protocol import MAX_SESSIONS, StreamCapacity
+from contracts.input_events import KeyEvent
+from contracts.marker import FrameMarker
+from contracts.protocol import MAX_SESSIONS, StreamCapacity
+from reference_game.game import ReferenceGame
 from streamer.encoder import BT601, H264Backend, LowLatencyH264Encoder
-from streamer.game import ReferenceGame
-from streamer.input_events import KeyEvent
-from streamer.marker import FrameMarker
+from streamer.errors import StreamerError
 from streamer.track import cpu_frame
 
 SEND_OVERHEAD = 2.0  # whole-session CPU per unit of draw + encode time (see the docstring)
 HEADROOM = 0.8  # share of the cores sessions may take; the rest is the agent's and the OS's
 WARMUP_FRAMES = 6  # encoded but not timed (see measure_frame_ms)
-SHAPES = ((1280, 720, 60), (1920, 1080, 60), (1280, 720, 120), (1920, 1080, 120))
 
 
-class CapacityError(RuntimeError):
+class CapacityError(StreamerError, RuntimeError):
     """This host cannot stream any shape it would offer; the message says what to change."""
 
 
@@ -45,16 +45,6 @@ def sessions_for(frame_ms: float, fps: int, cores: int) -> int:
         raise ValueError(f"need positive frame cost, fps and cores; got {frame_ms}, {fps}, {cores}")
     share_of_a_core = fps * frame_ms / 1000 * SEND_OVERHEAD
     return min(MAX_SESSIONS, math.floor(cores * HEADROOM / share_of_a_core))
-
-
-def advertised_shapes(max_width: int, max_height: int, max_fps: int) -> list[tuple[int, int, int]]:
-    """The shapes players pick among (SHAPES) within the container's limits, and its largest."""
-    shapes = [
-        (w, h, fps) for w, h, fps in SHAPES if w <= max_width and h <= max_height and fps <= max_fps
-    ]
-    if (max_width, max_height, max_fps) not in shapes:
-        shapes.append((max_width, max_height, max_fps))
-    return shapes
 
 
 def capacity_from_costs(

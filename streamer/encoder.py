@@ -33,6 +33,8 @@ from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.video.codeccontext import VideoCodecContext
 
+from streamer.errors import StreamerError
+
 log = logging.getLogger(__name__)
 
 # x264 and nvenc: ours (streamer/backends.py picks); aiortc: the library's stock encoders.
@@ -115,7 +117,7 @@ class EncodedFrame:
     size: int  # bytes of H.264 bitstream
 
 
-class EncoderHookError(RuntimeError):
+class EncoderHookError(StreamerError, RuntimeError):
     """aiortc no longer looks encoders up where this module hooks in; update the seam."""
 
 

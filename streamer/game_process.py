@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamer.errors import StreamerError
 from streamer.started import Started
 
 PYTHON_NAMES = ("python", "python3")
@@ -36,7 +37,7 @@ DRAIN_LIMIT_S = 1.0  # for output still in the pipes once the group is gone
 _SWEEP_POLL_S = 0.02
 
 
-class GameProcessError(RuntimeError):
+class GameProcessError(StreamerError, RuntimeError):
     """The build could not be started, or was used out of order; the message says which."""
 
 

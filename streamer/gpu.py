@@ -8,7 +8,7 @@ encodes it.
 
 This is the only module that imports CuPy, and only inside functions, so the CPU path and the
 test suite run where CuPy is not installed. The kernel is the twin of
-`streamer.colour.rgb_to_nv12`: same float32 coefficients, same order of operations, no fused
+`reference_game.colour.rgb_to_nv12`: same float32 coefficients, same order of operations, no fused
 multiply-add, same round-half-to-even, so the two give the same samples.
 """
 
@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.colour import BT709, CHROMA_RANGE, LUMA_RANGE, NV12Frame, yuv420_shape
-from streamer.game import ReferenceGame
-from streamer.marker import FrameMarker, paint_marker
+from contracts.marker import FrameMarker, paint_marker
+from contracts.planes import NV12Frame
+from reference_game.colour import BT709, CHROMA_RANGE, LUMA_RANGE, yuv420_shape
+from reference_game.game import ReferenceGame
+from streamer.errors import StreamerError
 
 DeviceArray = Any  # a cupy.ndarray: CuPy ships no type information
 INSTALL_HINT = "pip install 'gamecast[gpu]'"
@@ -69,7 +71,7 @@ def _cupy() -> Any:
     return cupy
 
 
-class GpuUnavailableError(RuntimeError):
+class GpuUnavailableError(StreamerError, RuntimeError):
     """The GPU path was asked for on a host where it cannot run; the message says why."""
 
 

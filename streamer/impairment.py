@@ -21,13 +21,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from streamer.errors import StreamerError
+
 MAX_EXTRA_DELAY_MS = 5_000.0
-MAX_SERVE_FPS = 240  # signaling.protocol's highest frame rate
+MAX_SERVE_FPS = 240  # contracts.protocol's highest frame rate
 
 T = TypeVar("T")
 
 
-class ImpairmentError(ValueError):
+class ImpairmentError(StreamerError, ValueError):
     """An impairment setting is out of range; the message gives the range."""
 
 

@@ -15,11 +15,17 @@ from types import ModuleType
 
 import numpy as np
 
-from signaling import protocol as p
+from contracts import protocol as p
+from contracts.challenge import (
+    Answer,
+    Challenge,
+    ChallengeError,
+    device_class,
+    make_challenge,
+    solve,
+)
 from streamer.backends import host_nvenc
 from streamer.telemetry import TelemetryReader
-from verifier.challenge import Answer, Challenge, ChallengeError, make_challenge, solve
-from verifier.inspection import device_class
 
 KEPT_ANSWERS = 8  # a committee of 2N+1 inspects at once; older answers are dropped
 WORK_SLACK = 4  # how much more work than its own specs warrant a host accepts to do

@@ -19,6 +19,8 @@ from typing import Any
 from aiortc import codecs, rtp
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
+from streamer.errors import StreamerError
+
 log = logging.getLogger(__name__)
 
 URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
@@ -26,7 +28,7 @@ ZERO_DELAY = bytes(3)  # min = 0, max = 0
 _ID_ATTRIBUTE = "_gamecast_playout_delay_id"
 
 
-class PlayoutDelayHookError(RuntimeError):
+class PlayoutDelayHookError(StreamerError, RuntimeError):
     """aiortc changed where header extensions are negotiated or written."""
 
 

@@ -24,8 +24,10 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from streamer.errors import StreamerError
 
-class FeedbackHookError(RuntimeError):
+
+class FeedbackHookError(StreamerError, RuntimeError):
     """aiortc no longer routes RTCP where this module hooks in; update the seam."""
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from signaling import protocol as p
-from signaling.rate_limit import TokenBucket
+from contracts import protocol as p
+from contracts.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
+from contracts.sdp import negotiated_video_codec, without_mdns_candidates
+from contracts.token_bucket import TokenBucket
 from streamer.encoder import H264_BACKENDS
 from streamer.impairment import NO_IMPAIRMENT, Impairment
-from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND, InputError, parse_input
 from streamer.rtcp_feedback import observe_feedback
-from streamer.sdp import negotiated_video_codec, without_mdns_candidates
 from streamer.track import GameFrames, GameVideoTrack
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pynvml  # type: ignore[import-untyped]
 
-from signaling import protocol as p
+from contracts import protocol as p
 
 log = logging.getLogger(__name__)
 

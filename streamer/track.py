@@ -26,7 +26,10 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from streamer.colour import nv12_planes
+from contracts.input_events import MAX_QUEUED_EVENTS, InputEvent
+from contracts.marker import FrameMarker, paint_marker_i420
+from contracts.planes import nv12_planes
+from reference_game.game import ReferenceGame
 from streamer.encoder import (
     BT601,
     BT709,
@@ -38,9 +41,6 @@ from streamer.encoder import (
     bitrate_for,
 )
 from streamer.feedback import BitrateController
-from streamer.game import ReferenceGame
-from streamer.input_events import MAX_QUEUED_EVENTS, InputEvent
-from streamer.marker import FrameMarker, paint_marker_i420
 from streamer.pipeline import SenderPipeline
 
 # Draws the game's current state as a frame to encode; calls `mark` for the frame's marker

@@ -39,10 +39,11 @@ from typing import cast
 import av
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from streamer.colour import I420Frame
+from contracts.input_events import InputEvent
+from contracts.marker import FrameMarker, paint_marker_i420
+from contracts.planes import I420Frame
 from streamer.encoder import BT601, ColourDescription, H264Backend
-from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker, paint_marker_i420
+from streamer.errors import StreamerError
 from streamer.pipeline import NewestFrame
 from streamer.x_input import XTestInput
 
@@ -53,7 +54,7 @@ _STOP_JOIN_S = 2.0
 _TRUSTED_STAMP_US = 1_000_000  # x11grab's stamp is wall-clock; one further off is not that
 
 
-class CaptureError(RuntimeError):
+class CaptureError(StreamerError, RuntimeError):
     """The display could not be captured (x11grab failed to open or to grab)."""
 
 

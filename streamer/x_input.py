@@ -35,13 +35,14 @@ from Xlib import display as xdisplay
 from Xlib.error import DisplayError
 from Xlib.ext import xtest
 
-from streamer.input_events import (
+from contracts.input_events import (
     MAX_QUEUED_EVENTS,
     GamepadState,
     InputEvent,
     KeyEvent,
     PointerButton,
 )
+from streamer.errors import StreamerError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ _NAMED_KEYSYMS = {
 }  # fmt: skip
 
 
-class XInputError(RuntimeError):
+class XInputError(StreamerError, RuntimeError):
     """The display cannot take injected input (unreachable, or no XTEST extension)."""
 
 

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from streamer.errors import StreamerError
 from streamer.started import Started
 
 XVFB = Path("/usr/bin/Xvfb")  # Debian's package xvfb
@@ -27,7 +28,7 @@ STARTUP_LIMIT_S = 10.0
 STOP_GRACE_S = 5.0
 
 
-class XDisplayError(RuntimeError):
+class XDisplayError(StreamerError, RuntimeError):
     """Xvfb is missing, did not start, or did not accept connections; the message says why."""
 
 

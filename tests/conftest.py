@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from benchmarks.redis_server import RedisServer, running_redis_server
-from gamecast.runtime import RunningServer, embedded_network
+from node.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
+from testbed.redis_server import RedisServer, running_redis_server
 from verifier.bot import BotPlayer
 from verifier.browser import launch_chromium
 
@@ -95,7 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """Debian's redis-server on a unix socket, shared by the session's tests (see
-    benchmarks/redis_server.py); take `redis_url` to get it emptied first."""
+    testbed/redis_server.py); take `redis_url` to get it emptied first."""
     with running_redis_server() as server:
         yield server
 

@@ -10,14 +10,15 @@ import av
 import numpy as np
 from aiortc.codecs.h264 import H264PayloadDescriptor
 
-from gamecast.runtime import RunningServer
-from indexer.keys import HostCredentials, KeyStore
+from contracts import protocol as p
+from contracts.input_events import KeyEvent, PointerButton, PointerMove
+from contracts.protocol import Enlist, Register
+from contracts.signing import HostCredentials
+from indexer.keys import KeyStore
 from indexer.lifecycle import Event
-from signaling import protocol as p
-from signaling.protocol import Enlist, Register
+from node.runtime import RunningServer
+from reference_game.game import ReferenceGame
 from streamer.encoder import EncodedFrame
-from streamer.game import ReferenceGame
-from streamer.input_events import KeyEvent, PointerButton, PointerMove
 
 # One L4's telemetry as the protocol carries it (NVML's units already converted).
 L4_TELEMETRY = p.GpuTelemetry(

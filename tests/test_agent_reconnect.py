@@ -8,7 +8,7 @@ import socket
 
 import aiohttp
 
-from gamecast.runtime import run_agent, serve
+from node.runtime import run_agent, serve
 from streamer.agent import AgentConfig, ContainerAgent
 from tests.conftest import eventually
 

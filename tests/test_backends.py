@@ -14,6 +14,9 @@ import av
 import numpy as np
 import pytest
 
+from contracts.marker import FrameMarker, paint_marker_i420, read_marker
+from contracts.planes import i420_planes
+from reference_game.game import ReferenceGame
 from streamer.backends import (
     BackendError,
     Probe,
@@ -21,10 +24,7 @@ from streamer.backends import (
     nvenc_unavailable_reason,
     probe_nvenc,
 )
-from streamer.colour import i420_planes
 from streamer.encoder import BT601, BT709, NVENC, X264, LowLatencyH264Encoder
-from streamer.game import ReferenceGame
-from streamer.marker import FrameMarker, paint_marker_i420, read_marker
 from tests.samples import H264Receiver
 
 WORKING_NVENC = Probe("nvenc", True, "h264_nvenc opened and encoded a test frame")

@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gamecast.runtime import RunningServer, run_agent, serve
+from contracts.verdict import Check, Finding, Verdict
+from gamecast.verifier_cli import add_commands, report
+from node.runtime import RunningServer, run_agent, serve
 from streamer.agent import AgentConfig
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from verifier.bot import BotError
-from verifier.bot_session import BotLimits, SessionRequest, run_bot_session
-from verifier.cli import add_commands, report
+from verifier.bot_session import SessionRequest, run_bot_session
+from verifier.bot_verdict import BotLimits
 from verifier.trace import DEFAULT_TRACE, InputTrace
-from verifier.verdict import Check, Finding, Verdict
 
 # The first eleven events of the default trace (keys, Space, pointer): 4.3 s of play.
 SHORT_TRACE = InputTrace("short", DEFAULT_TRACE.events[:12], tail_ms=400)

@@ -11,11 +11,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from contracts import protocol as p
 from indexer.lifecycle import Availability, Liveness, LivenessConfig
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
-from signaling import protocol as p
 from signaling.broker import START_TIMEOUT, Outgoing, SessionBroker
 from signaling.session import SessionStatus
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gamecast.runtime import RunningServer, embedded_network
+from node.runtime import RunningServer, embedded_network
 from streamer.agent import ContainerAgent
 from streamer.playout_delay import URI
 from tests.conftest import open_page

@@ -9,7 +9,7 @@ import pytest
 
 from builds.errors import ManifestError
 from builds.manifest import Manifest, Needs, manifest_from_dict, parse_manifest
-from indexer.selection import Requirements
+from contracts.requirements import Requirements
 from tests.build_archives import MANIFEST, manifest_bytes
 
 ARCADE = Manifest(

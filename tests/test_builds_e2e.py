@@ -19,8 +19,8 @@ import pytest
 
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from builds.upload import upload_build
-from gamecast.runtime import RunningServer, run_agent, serve
-from signaling.server import ServerConfig
+from node.runtime import RunningServer, run_agent, serve
+from signaling.config import ServerConfig
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.xdisplay import xvfb_unavailable_reason
 from tests.conftest import eventually, open_page

@@ -8,13 +8,13 @@ import os
 
 import pytest
 
-from gamecast import runtime
-from gamecast.runtime import embedded_network, prepare_host
-from signaling.protocol import Play, StreamCapacity
+from contracts.protocol import Play, StreamCapacity
+from contracts.stream_shapes import advertised_shapes
+from node import runtime
+from node.runtime import embedded_network, prepare_host
 from streamer.agent import AgentConfig
 from streamer.capacity import (
     CapacityError,
-    advertised_shapes,
     capacity_from_costs,
     fixed_capacity,
     measure_frame_ms,
@@ -90,7 +90,7 @@ async def test_the_host_is_probed_and_benchmarked_before_registering(caplog, mon
 
     monkeypatch.setattr(runtime, "measure_frame_ms", recorded)
     config = AgentConfig("ws://unused", "c1", max_width=1280, max_height=720, max_fps=60)
-    with caplog.at_level(logging.INFO, logger="gamecast.runtime"):
+    with caplog.at_level(logging.INFO, logger="node.runtime"):
         prepared = await prepare_host(config)
     assert prepared.encoder in ("nvenc", "x264") and prepared.encoder_reason
     ((shape, sessions),) = [((c.width, c.height, c.fps), c.sessions) for c in prepared.capacity]

@@ -9,20 +9,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from signaling.protocol import GpuSpec, HostSpecs
-from verifier.challenge import (
+from contracts.challenge import (
     Answer,
     Challenge,
     ChallengeError,
     DeviceClass,
     check,
+    device_class,
     expected_rows,
     make_challenge,
     pick_rows,
     solve,
 )
-from verifier.inspection import device_class
-from verifier.verdict import Finding
+from contracts.protocol import GpuSpec, HostSpecs
+from contracts.verdict import Finding
 
 SEED = hashlib.sha256(b"test seed").digest()
 ENTROPY = b"fresh entropy, drawn after the root"

@@ -6,9 +6,10 @@ import av
 import numpy as np
 import pytest
 
-from streamer.colour import i420_planes, rgb_to_i420, rgb_to_yuv
-from streamer.game import ReferenceGame
-from streamer.marker import FrameMarker, paint_marker, paint_marker_i420, read_marker
+from contracts.marker import FrameMarker, paint_marker, paint_marker_i420, read_marker
+from contracts.planes import i420_planes
+from reference_game.colour import rgb_to_i420, rgb_to_yuv
+from reference_game.game import ReferenceGame
 from tests.samples import played
 
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from benchmarks.relay import LinkConfig, LinkModel, UdpRelay
 from streamer.feedback import KEYFRAME_INTERVAL_S
+from testbed.relay import LinkConfig, LinkModel, UdpRelay
 from tests.conftest import eventually, unexplained_gaps
 from verifier.bot import BotPlayer
 from verifier.frame_stats import FrameLog

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from verifier.consensus import ConsensusError, Decision, Ledger, Outcome, Round
-from verifier.rotation import Roster, RotationConfig, genesis_seed
-from verifier.verdict import Check, Finding, Verdict
+from contracts.verdict import Check, Finding, Verdict
+from judge.consensus import ConsensusError, Decision, Ledger, Outcome, Round
+from judge.rotation import Roster, RotationConfig, genesis_seed
 
 DEADLINE = 100.0
 

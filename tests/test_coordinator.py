@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from contracts.verdict import Check, Finding, Verdict
 from indexer.lifecycle import Admission, Event
-from verifier.consensus import ConsensusError, Decision, Outcome
-from verifier.coordinator import Coordinator, Task, VerificationConfig
-from verifier.rotation import Roster, RotationConfig, epoch_seed, next_seed
-from verifier.verdict import Check, Finding, Verdict
+from judge.consensus import ConsensusError, Decision, Outcome
+from judge.coordinator import Coordinator, Task, VerificationConfig
+from judge.rotation import Roster, RotationConfig, epoch_seed, next_seed
 
 GENESIS = b"test-network"
 CONFIG = VerificationConfig(

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from signaling.protocol import GpuSpec, HostSpecs, Register
+from contracts.protocol import GpuSpec, HostSpecs, Register
 from streamer.telemetry import TelemetryReader
 from tests.conftest import open_page
 from tests.samples import challenge_of, host_credentials, signed

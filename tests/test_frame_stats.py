@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from streamer.marker import FrameMarker
+from contracts.marker import FrameMarker
 from verifier.frame_stats import FrameLog, percentile
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from streamer.game import ReferenceGame, RGBFrame
-from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from contracts.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from reference_game.game import ReferenceGame, RGBFrame
 
 WIDTH, HEIGHT = 640, 360
 Colour = tuple[int, int, int]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.input_events import KeyEvent
 from streamer.game_process import (
     GameExit,
     GameProcess,
@@ -18,7 +19,6 @@ from streamer.game_process import (
     live_members,
     resolve_entry,
 )
-from streamer.input_events import KeyEvent
 from streamer.x_input import XTestInput
 from streamer.xdisplay import XvfbDisplay, xvfb_unavailable_reason
 from tests.conftest import eventually

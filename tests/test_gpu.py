@@ -16,16 +16,17 @@ import pytest
 
 import streamer.gpu
 from benchmarks.convert import measure_conversion
-from streamer.colour import nv12_planes, rgb_to_nv12
-from streamer.game import ReferenceGame
+from contracts.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from contracts.marker import FrameMarker, paint_marker, read_marker
+from contracts.planes import nv12_planes
+from reference_game.colour import rgb_to_nv12
+from reference_game.game import ReferenceGame
 from streamer.gpu import (
     GpuFrameSource,
     GpuUnavailableError,
     nv12_to_host,
     rgb_to_nv12_gpu,
 )
-from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
-from streamer.marker import FrameMarker, paint_marker, read_marker
 from tests.samples import h264_round_trip
 
 SCHEDULE: list[tuple[int, InputEvent]] = [
@@ -70,8 +71,8 @@ def game_picture(width: int, height: int) -> np.ndarray:
 
 def test_cpu_path_never_imports_cupy() -> None:
     code = (
-        "import sys, streamer.gpu, streamer.game, streamer.colour, benchmarks.convert\n"
-        "from streamer.game import ReferenceGame\n"
+        "import sys, streamer.gpu, reference_game.game, reference_game.colour, benchmarks.convert\n"
+        "from reference_game.game import ReferenceGame\n"
         "ReferenceGame(256, 144).render_i420(); ReferenceGame(256, 144).render()\n"
         "assert 'cupy' not in sys.modules, 'cupy was imported'\n"
     )

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gamecast.runtime import RunningServer, serve
+from contracts.protocol import Register
 from indexer.keys import KeyStore
-from signaling.protocol import Register
-from signaling.server import ServerConfig
+from node.runtime import RunningServer, serve
+from signaling.config import ServerConfig
 from tests.samples import challenge_of, host_credentials, signed
 
 REGISTER = Register("rig-1", ["reference"], ["x264"], 1280, 720, 60, price_per_minute=0.02)

@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from gamecast.runtime import serve
-from signaling.protocol import MAX_MESSAGE_BYTES, Heartbeat, HostSpecs, Register, Telemetry
-from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT, ServerConfig
-from streamer.input_events import EVENT_BURST
+from contracts.input_events import EVENT_BURST
+from contracts.protocol import MAX_MESSAGE_BYTES, Heartbeat, HostSpecs, Register, Telemetry
+from node.runtime import serve
+from signaling.config import ServerConfig
+from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT
 from tests.conftest import eventually
 from tests.samples import challenge_of, host_credentials, signed
 from verifier.bot import BotPlayer

@@ -7,7 +7,7 @@ import time
 import aiohttp
 import pytest
 
-from gamecast.runtime import run_agent, serve
+from node.runtime import run_agent, serve
 from streamer.agent import AgentConfig
 from streamer.impairment import NO_IMPAIRMENT, DelayLine, Impairment, ImpairmentError
 from streamer.pipeline import SenderPipeline

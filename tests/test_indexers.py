@@ -24,9 +24,9 @@ import aiohttp
 import pytest
 import redis
 
-from gamecast.runtime import RunningServer
-from indexer.keys import HostCredentials
-from signaling import protocol as p
+from contracts import protocol as p
+from contracts.signing import HostCredentials
+from node.runtime import RunningServer
 from tests.conftest import eventually
 from tests.samples import challenge_of, host_credentials, signed
 

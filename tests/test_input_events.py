@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streamer.input_events import (
+from contracts.input_events import (
     MAX_MESSAGE_BYTES,
     GamepadState,
     InputError,

@@ -8,18 +8,24 @@ import hashlib
 import numpy as np
 import pytest
 
+from contracts import protocol as p
+from contracts.challenge import (
+    Answer,
+    check,
+    device_class,
+    make_challenge,
+    normalise_gpu_name,
+    pick_rows,
+    solve,
+)
+from contracts.verdict import Check, Finding, Verdict
 from indexer.lifecycle import Admission, ContainerLifecycle, Event, LivenessConfig
-from signaling import protocol as p
-from verifier.challenge import Answer, check, make_challenge, pick_rows, solve
+from judge.scores import penalty_event
 from verifier.inspection import (
     HostMeasurement,
     InspectionError,
-    device_class,
     inspect_registration,
-    inspection_event,
-    normalise_gpu_name,
 )
-from verifier.verdict import Check, Finding, Verdict
 
 SEED = hashlib.sha256(b"inspection seed").digest()
 ENTROPY = b"picked after the commitment came"
@@ -30,6 +36,13 @@ L4_HOST = p.HostSpecs("Intel(R) Xeon(R) CPU @ 2.20GHz", 8, 31_360, [L4])
 NO_NVENC = "Cannot load libcuda.so.1"
 PASSED_CHALLENGE = Finding("challenge", True, 4.456, 0.8, "answered in 0.80 s")
 CONFIG = LivenessConfig(heartbeat_period=1.0, missed_heartbeats=3)
+
+
+def registration_event(verdict: Verdict, admission: Admission) -> tuple[Event | None, str]:
+    """What a committee's registration verdict does to a container: the judge's penalty rule."""
+    return penalty_event(
+        admission, Check.REGISTRATION, shortfall=not verdict.passed
+    ), verdict.reason
 
 
 def register(host: p.HostSpecs | None, encoder: str = "x264", frames_on: str = "cpu") -> p.Register:
@@ -73,7 +86,7 @@ def test_a_healthy_cpu_container_passes_and_is_admitted() -> None:
     assert dict(verdict.metrics) == {"challenge_s": 0.6}
     container = ContainerLifecycle("c1", CONFIG, now=0.0)
     container.apply(Event.SPECS_RECEIVED, 1.0)
-    event, reason = inspection_event(verdict, container.admission)
+    event, reason = registration_event(verdict, container.admission)
     assert (event, reason) == (Event.INSPECTION_PASSED, "")
     container.apply(event, 2.0)
     assert container.admission is Admission.READY
@@ -173,7 +186,7 @@ def test_a_container_that_lies_about_its_gpu_is_demoted_within_one_inspection_cy
     container = ContainerLifecycle("c1", CONFIG, now=0.0)
     for event in (Event.SPECS_RECEIVED, Event.INSPECTION_PASSED, Event.REINSPECTION_DUE):
         container.apply(event, 1.0)  # admitted once; its periodic re-inspection is due
-    event, reason = inspection_event(verdict, container.admission)
+    event, reason = registration_event(verdict, container.admission)
     assert (event, reason) == (Event.INSPECTION_FAILED, verdict.reason)
     container.apply(event, 2.0)
     assert container.admission is Admission.CONFIGURING
@@ -188,14 +201,11 @@ def test_a_ready_container_failing_registration_is_inspected_again() -> None:
         "v1",
         1.0,
     )
-    assert inspection_event(failing, Admission.READY) == (Event.REINSPECTION_DUE, "late")
-    assert inspection_event(failing, Admission.SUSPENDED) == (None, "late")
+    assert registration_event(failing, Admission.READY) == (Event.REINSPECTION_DUE, "late")
+    assert registration_event(failing, Admission.SUSPENDED) == (None, "late")
 
 
 def test_inspection_refuses_other_checks_and_other_findings() -> None:
-    other = Verdict("c1", "v1", Check.BOT, 1.0, ())
-    with pytest.raises(InspectionError, match=r"^a bot verdict is not a registration check$"):
-        inspection_event(other, Admission.AWAITING_INSPECTION)
     with pytest.raises(
         InspectionError, match=r"^the challenge finding is named 'challenge', not 'fps'$"
     ):

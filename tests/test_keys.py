@@ -12,22 +12,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from indexer import keys
-from indexer.errors import IndexerError
-from indexer.keys import (
-    HostKey,
+from contracts import signing
+from contracts.errors import ContractError
+from contracts.protocol import GpuSpec, HostSpecs, Register
+from contracts.signing import (
     HostKeyError,
-    KeyStore,
-    KeyStoreError,
+    KeyFileError,
     load_private_key,
     new_challenge,
     parse_private_key,
     sign_registration,
     signing_bytes,
-    verify_registration,
     write_private_key,
 )
-from signaling.protocol import GpuSpec, HostSpecs, Register
+from indexer.keys import HostKey, KeyStore, KeyStoreError, verify_registration
 
 NOW = "2025-01-02T03:04:05+00:00"
 LATER = "2025-02-03T04:05:06+00:00"
@@ -67,7 +65,7 @@ def signed(key_id: str, private: Ed25519PrivateKey, challenge: str) -> dict[str,
 def refusal(store: KeyStore, body: dict[str, Any], challenge: str, **kw: Any) -> HostKeyError:
     with pytest.raises(HostKeyError) as caught:
         verify_registration(store, body["key_id"], body["signature"], challenge, body, **kw)
-    assert isinstance(caught.value, IndexerError)
+    assert isinstance(caught.value, ContractError)  # a peer's misbehaviour, not ours
     return caught.value
 
 
@@ -100,7 +98,7 @@ def test_issue_keeps_only_the_public_key_and_writes_owner_only_files(
             {
                 "key_id": key.key_id,
                 "host": "rig-1",
-                "public_key": keys._b64encode(public),
+                "public_key": signing.b64encode(public),
                 "issued_at": NOW,
                 "revoked_at": None,
             }
@@ -183,7 +181,7 @@ def test_a_key_file_is_never_overwritten(tmp_path: Path, store: KeyStore) -> Non
     path = tmp_path / "rig.key"
     path.write_bytes(b"an older key")
     _, secret = store.issue("rig-1", NOW)
-    with pytest.raises(KeyStoreError, match=r"rig\.key exists; choose another file"):
+    with pytest.raises(KeyFileError, match=r"rig\.key exists; choose another file"):
         write_private_key(path, secret)
     assert path.read_bytes() == b"an older key"
 
@@ -203,7 +201,7 @@ def test_a_key_file_is_never_overwritten(tmp_path: Path, store: KeyStore) -> Non
 def test_a_key_file_that_is_not_one_is_refused(tmp_path: Path, content: bytes, why: str) -> None:
     path = tmp_path / "rig.key"
     path.write_bytes(content)
-    with pytest.raises(KeyStoreError) as caught:
+    with pytest.raises(KeyFileError) as caught:
         load_private_key(path)
     assert str(caught.value).startswith(f"{path}: {why}")
 
@@ -215,7 +213,7 @@ def test_challenges_are_fresh_and_carry_256_bits() -> None:
     challenges = {new_challenge() for _ in range(100)}
     assert len(challenges) == 100
     for challenge in challenges:
-        assert len(keys._b64decode(challenge)) == 32
+        assert len(signing.b64decode(challenge)) == 32
 
 
 def test_signing_bytes_are_canonical_and_leave_out_the_signature() -> None:

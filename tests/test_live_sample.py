@@ -8,10 +8,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from signaling import protocol as p
-from streamer.marker import FrameMarker
+from contracts import protocol as p
+from contracts.challenge import check, pick_rows, solve
+from contracts.marker import FrameMarker
+from contracts.verdict import Check, Finding
+from judge.scores import ScoreConfig, quality_factors
 from tests.samples import L4_TELEMETRY
-from verifier.challenge import check, pick_rows, solve
 from verifier.frame_stats import FrameLog
 from verifier.live_sample import (
     LiveSample,
@@ -23,8 +25,6 @@ from verifier.live_sample import (
     sample_of,
     spot_challenge,
 )
-from verifier.scores import ScoreConfig, quality_factors
-from verifier.verdict import Check, Finding
 
 SLOT_MS = 1000 / 60
 # A 60 fps session sampled for 10 s: every odd frame half a millisecond late, 4-5 ms encodes.

@@ -18,7 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gamecast.runtime import (
+from contracts.verdict import Check
+from judge.coordinator import VerificationConfig
+from node.runtime import (
     RunningServer,
     embedded_network,
     run_agent,
@@ -26,20 +28,21 @@ from gamecast.runtime import (
     serve,
     verification_for,
 )
-from signaling.server import ServerConfig
+from signaling.config import ServerConfig
 from streamer.agent import AgentConfig
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from tests.conftest import open_page
 from verifier.agent import VerifierAgent, VerifierConfig
 from verifier.bot import BotPlayer
-from verifier.verdict import Check
 
 WAIT_S = 20
 # Sampling is due within 0.1 s on average once a session can be sampled; the container is
 # admitted at registration, so only the first bot session (due at once) competes, and a live
 # sample that fell due before the verifier enlisted goes first.
 CONFIG = ServerConfig(
-    verification=verification_for(1, round_seconds=20.0, spot_interval=3600.0, live_interval=0.1)
+    verification=verification_for(
+        1, VerificationConfig(round_seconds=20.0, spot_interval=3600.0, live_interval=0.1)
+    )
 )
 FINDINGS = ["sent_fps", "frame_interval_p95_ms", "encode_p95_ms", "fps", "freezes"]
 

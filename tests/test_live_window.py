@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from signaling import protocol as p
+from contracts import protocol as p
 from signaling.broker import SessionBroker
 from signaling.session import LiveWindow
 from streamer.pipeline import FrameTimings

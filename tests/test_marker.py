@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from streamer.marker import (
+from contracts.marker import (
     FrameMarker,
     MarkerError,
     capture_age_ms,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from benchmarks.convert import measure_conversion
-from streamer.colour import nv12_planes, rgb_to_nv12
-from streamer.game import ReferenceGame
-from streamer.marker import FrameMarker, paint_marker, read_marker
+from contracts.marker import FrameMarker, paint_marker, read_marker
+from contracts.planes import nv12_planes
+from reference_game.colour import rgb_to_nv12
+from reference_game.game import ReferenceGame
 from tests.samples import played
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiohttp
 
-from gamecast.runtime import RunningServer, run_agent, serve
+from contracts import protocol as p
 from indexer.keys import KeyStore
-from signaling import protocol as p
-from signaling.server import ServerConfig
+from node.runtime import RunningServer, run_agent, serve
+from signaling.config import ServerConfig
 from streamer.agent import AgentConfig
 from tests.test_indexers import indexers
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from streamer.colour import i420_planes
+from contracts.marker import read_marker
+from contracts.planes import i420_planes
 from streamer.encoder import X264, EncodedFrame
-from streamer.marker import read_marker
 from streamer.pipeline import MAX_BACKLOG, SenderPipeline
 from streamer.track import GameVideoTrack
 from tests.samples import H264Receiver

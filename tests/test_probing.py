@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from contracts import protocol as p
 from indexer.coordinates import VivaldiConfig
 from indexer.lifecycle import LivenessConfig
 from indexer.placement import Placement
@@ -16,7 +17,6 @@ from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry
 from indexer.selection import Request
 from indexer.store import MemoryStore
-from signaling import protocol as p
 from signaling.broker import Outgoing, SessionBroker
 from signaling.probing import PROBE_WAIT, PROBES_PER_TARGET, ProbeRounds
 

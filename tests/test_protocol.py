@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from signaling import protocol as p
-from signaling.protocol import MESSAGES, ProtocolError, Role, parse_message
+from contracts import protocol as p
+from contracts.protocol import MESSAGES, ProtocolError, Role, parse_message
 
 STATS = p.PlayerStats(
     fps=59.5,

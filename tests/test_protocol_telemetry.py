@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from signaling import protocol as p
-from signaling.protocol import ProtocolError, parse_message
+from contracts import protocol as p
+from contracts.protocol import ProtocolError, parse_message
 from tests.samples import L4_TELEMETRY
 from tests.test_protocol import register, wire
 

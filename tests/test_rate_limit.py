@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from signaling.rate_limit import TokenBucket
-from streamer.input_events import EVENT_BURST, EVENTS_PER_SECOND
+from contracts.input_events import EVENT_BURST, EVENTS_PER_SECOND
+from contracts.token_bucket import TokenBucket
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamer.game import ReferenceGame
-from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker
+from contracts.input_events import InputEvent
+from contracts.marker import FrameMarker
+from reference_game.game import ReferenceGame
 from verifier.reaction import (
     REACTION_FRAMES,
     Reaction,

@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from benchmarks.redis_server import RedisServer
 from indexer.coordinates import Coordinate
 from indexer.lifecycle import (
     TRANSITIONS,
@@ -45,6 +44,7 @@ from indexer.redis_store import (
     UnknownContainerError,
     replay,
 )
+from testbed.redis_server import RedisServer
 from tests.samples import SEAT_EVENTS
 
 A, L, M, S, E, K, B = Admission, Liveness, Maintenance, SeatState, Event, ChangeKind, BlockReason

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from contracts.protocol import GpuSpec, HostSpecs, StreamCapacity, Telemetry
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
     Admission,
@@ -22,7 +23,6 @@ from indexer.lifecycle import (
 )
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.selection import Request
-from signaling.protocol import GpuSpec, HostSpecs, StreamCapacity, Telemetry
 
 HD = Request("tetris", 1920, 1080, 60)
 HD720 = Request("tetris", 1280, 720, 60)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from benchmarks.relay import (
+from testbed.relay import (
     HOST_PRIORITY,
     LinkConfig,
     LinkModel,

@@ -11,7 +11,7 @@ from fractions import Fraction
 import pytest
 from scipy.stats import chisquare
 
-from verifier.rotation import (
+from judge.rotation import (
     Duty,
     Roster,
     RotationConfig,

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
+from contracts.verdict import Check, Finding, Verdict
 from indexer.lifecycle import (
     TRANSITIONS,
     Admission,
@@ -15,8 +16,8 @@ from indexer.lifecycle import (
     LivenessConfig,
 )
 from indexer.selection import UNPROVEN_QOS
-from verifier.consensus import Decision, Round
-from verifier.scores import (
+from judge.consensus import Decision, Round
+from judge.scores import (
     PENALTIES,
     Ramp,
     Scoreboard,
@@ -25,7 +26,6 @@ from verifier.scores import (
     quality_factors,
     verdict_quality,
 )
-from verifier.verdict import Check, Finding, Verdict
 
 HOUR = 3600.0
 H = 6 * HOUR  # the default half-life

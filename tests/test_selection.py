@@ -12,7 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmarks.indexer import ScanState, select_by_scan
+from contracts.protocol import StreamCapacity
+from contracts.requirements import Requirements
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import FULL
@@ -24,10 +25,9 @@ from indexer.selection import (
     Policy,
     Profile,
     Request,
-    Requirements,
     seat_share,
 )
-from signaling.protocol import StreamCapacity
+from testbed.selection_oracle import ScanState, select_by_scan
 
 DIMENSIONS = 8
 PLAYER = Coordinate((0.0,) * DIMENSIONS, 0.0005, 0.1)

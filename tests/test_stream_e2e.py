@@ -9,8 +9,8 @@ import psutil
 import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
 
-from gamecast.runtime import embedded_network
-from signaling.protocol import Play
+from contracts.protocol import Play
+from node.runtime import embedded_network
 from streamer.encoder import (
     EncoderHookError,
     FallbackVp8Encoder,

@@ -11,7 +11,7 @@ import aiohttp
 import psutil
 import pytest
 
-from signaling import protocol as p
+from contracts import protocol as p
 from streamer.telemetry import NvmlReadings, TelemetryReader, cpu_model, gpu_spec, gpu_telemetry
 from tests.samples import L4_TELEMETRY
 

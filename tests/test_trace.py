@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.input_events import GamepadState, KeyEvent, PointerButton, PointerMove
+from contracts.input_events import GamepadState, KeyEvent, PointerButton, PointerMove
 from verifier.trace import DEFAULT_TRACE, InputTrace, TraceError, load_trace, parse_trace
 
 

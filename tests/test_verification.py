@@ -19,21 +19,24 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gamecast.runtime import RunningServer, run_agent, run_verifier, serve, verification_for
-from signaling import protocol as p
-from signaling.server import ServerConfig
+from contracts import protocol as p
+from contracts.verdict import Finding, Verdict
+from judge.coordinator import VerificationConfig
+from node.runtime import RunningServer, run_agent, run_verifier, serve, verification_for
+from signaling.config import ServerConfig
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from tests.conftest import open_page
 from verifier.agent import VerifierAgent, VerifierConfig
-from verifier.verdict import Finding, Verdict
 
 H100 = p.GpuSpec(0, "NVIDIA H100 80GB HBM3", "GPU-0000", 81559)
 CYCLE_S = 90  # a registration check and a bot session, on a busy 2-core machine
 
 
 def server_config(verifiers: int, spot_interval: float = 3600.0) -> ServerConfig:
-    verification = verification_for(verifiers, round_seconds=60.0, spot_interval=spot_interval)
+    verification = verification_for(
+        verifiers, VerificationConfig(round_seconds=60.0, spot_interval=spot_interval)
+    )
     return ServerConfig(admit_on_register=False, verification=verification)
 
 

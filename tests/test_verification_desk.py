@@ -10,20 +10,20 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gamecast.runtime import serve
+from contracts import protocol as p
+from contracts.challenge import ChallengeError
 from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
-from signaling import protocol as p
-from signaling.server import ServerConfig
-from signaling.verification import VerificationDesk
+from judge.coordinator import Coordinator, VerificationConfig
+from judge.desk import VerificationDesk
+from judge.rotation import RotationConfig
+from node.runtime import serve
+from signaling.config import ServerConfig
 from streamer.inspected import ChallengeSolver
 from streamer.telemetry import TelemetryReader
 from tests.samples import challenge_of, host_credentials, signed
-from verifier.challenge import ChallengeError
-from verifier.coordinator import Coordinator, VerificationConfig
-from verifier.rotation import RotationConfig
 
 NOW, MONO = 1_000_000.0, 50.0
 

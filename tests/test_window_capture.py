@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.colour import i420_planes
+from contracts.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from contracts.marker import FrameMarker, read_marker
+from contracts.planes import i420_planes
 from streamer.encoder import X264
 from streamer.game_process import GameProcess, resolve_entry
-from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
-from streamer.marker import FrameMarker, read_marker
 from streamer.track import GameVideoTrack
 from streamer.window_capture import CapturedFrame, CaptureError, WindowCapture, WindowFrames
 from streamer.x_input import (

@@ -1,1 +1,1 @@
-"""Verifiers: headless bot players that measure containers from the decoded picture."""
+"""Verifiers: the headless client that plays bot sessions, measures them and reports verdicts."""

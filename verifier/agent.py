@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from indexer.keys import HostCredentials
-from signaling import protocol as p
-from signaling.verification import report_of
+from contracts import protocol as p
+from contracts.signing import HostCredentials
+from contracts.verdict import Check, Finding, Verdict, report_of
 from verifier.bot import BotError
-from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
+from verifier.bot_session import MODES, SessionRequest, run_bot_session
+from verifier.bot_verdict import BotLimits
+from verifier.errors import VerifierError
 from verifier.live_sample import SampleError, evaluate_live, sample_of
 from verifier.registration import (
     ChallengeLink,
@@ -36,7 +38,6 @@ from verifier.registration import (
     inspect_container,
     spot_check,
 )
-from verifier.verdict import Check, Finding, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ SEAT_RETRY_S = 2.0  # a bot check on a container with no free seat asks again th
 SESSION_BUDGET_S = 15.0  # what a bot session needs of its check's time, warm-up included
 
 
-class NoSeatError(RuntimeError):
+class NoSeatError(VerifierError, RuntimeError):
     """The container stayed full (players, fellow members' bots) until too late to play."""
 
 

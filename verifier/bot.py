@@ -20,15 +20,16 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from signaling import protocol as p
-from streamer.marker import FrameMarker, MarkerError, read_marker
-from streamer.sdp import negotiated_video_codec
+from contracts import protocol as p
+from contracts.marker import FrameMarker, MarkerError, read_marker
+from contracts.sdp import negotiated_video_codec
+from verifier.errors import VerifierError
 from verifier.frame_stats import FrameLog
 from verifier.jitter import install_marker_release
 from verifier.live_sample import STATS_PERIOD_S, bot_summary
 
 
-class BotError(RuntimeError):
+class BotError(VerifierError, RuntimeError):
     """The server refused the bot, or the session ended before it could play; `code` is the
     server's error code when it refused ("unavailable": no seat now)."""
 
@@ -145,8 +146,10 @@ class BotPlayer:
         self.container = matched.container
         transceiver = self._pc.addTransceiver("video", direction="recvonly")
         if self.codec is not None:
-            codecs = RTCRtpReceiver.getCapabilities("video").codecs
-            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None  # aiortc always knows video
+            wanted = [c for c in capabilities.codecs if c.mimeType == self.codec]
+            transceiver.setCodecPreferences(wanted)
         self._pc.on("track", self._start_reading)
         await self._pc.setLocalDescription(await self._pc.createOffer())
         offer_sdp = self._pc.localDescription.sdp

@@ -29,8 +29,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker
+from contracts.input_events import InputEvent
+from contracts.marker import FrameMarker
+from contracts.verdict import Verdict
 from verifier.bot import BotError, BotPlayer
 from verifier.bot_verdict import BotLimits, BotObservation, judge_session
 from verifier.browser import launch_chromium
@@ -41,7 +42,6 @@ from verifier.reaction import (
     SampledFrame,
 )
 from verifier.trace import DEFAULT_TRACE, InputTrace, TraceEvent
-from verifier.verdict import Verdict
 
 DEFAULT_LIMITS = BotLimits()
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker
+from contracts.input_events import InputEvent
+from contracts.marker import FrameMarker
+from contracts.verdict import Check, Finding, Verdict
 from verifier.reaction import Reaction, SampledFrame, judge_reactions
-from verifier.verdict import Check, Finding, Verdict
 
 
 @dataclass(frozen=True, slots=True)

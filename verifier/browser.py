@@ -7,6 +7,8 @@ import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
+from verifier.errors import VerifierError
+
 # Flags that keep a headless, root-run Chromium rendering at full rate with no network chatter
 # (shared/FIELD-NOTES.md).
 CHROMIUM_FLAGS = (
@@ -23,7 +25,7 @@ CHROMIUM_FLAGS = (
 )
 
 
-class BrowserMissingError(RuntimeError):
+class BrowserMissingError(VerifierError, RuntimeError):
     """No chromium binary on PATH."""
 
 

@@ -12,7 +12,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from streamer.marker import FrameMarker, capture_age_ms
+from contracts.marker import FrameMarker, capture_age_ms
 
 
 @dataclass(frozen=True, slots=True)

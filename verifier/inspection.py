@@ -1,5 +1,5 @@
 """The registration check: what a container claims against what its host measures, plus the
-challenge (verifier/challenge.py) that no claim can fake.
+challenge (contracts/challenge.py) that no claim can fake.
 
 The measurement is the agent's own (NVML, psutil and the encoder probe, run again when the
 inspection asks), so by itself it catches stale or edited claims, not a lying agent: that is
@@ -18,34 +18,19 @@ Pure: the verdict's time is passed in.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from indexer.lifecycle import Admission, Event
-from signaling import protocol as p
-from verifier.challenge import DeviceClass
-from verifier.scores import penalty_event
-from verifier.verdict import Check, Finding, Verdict
+from contracts import protocol as p
+from contracts.challenge import normalise_gpu_name
+from contracts.verdict import Check, Finding, Verdict
+from verifier.errors import VerifierError
 
 RAM_TOLERANCE = 0.03
 VRAM_TOLERANCE = 0.07
-SUSTAINED = 0.5  # of the datasheet FP32 peak that a busy, honest GPU sustains at least
-CPU_CORE_FLOPS = 8e9  # per logical core: an old or busy one (AVX2 OpenBLAS does ~90e9)
-UNLISTED_GPU_FLOPS = 2e12  # a GPU the table does not know claims little: a low bar
-
-# Datasheet FP32 (non-tensor) peak TFLOP/s by family, the slowest variant of each (H100 PCIe).
-# fmt: off
-GPU_PEAK_TFLOPS: dict[str, float] = {
-    "H200": 60.3, "H100": 51.2, "A100": 19.5, "V100": 14.0, "L40S": 91.6, "L40": 90.5,
-    "L4": 30.3, "A40": 37.4, "A10G": 31.2, "A10": 31.2, "T4": 8.1, "RTX 6000 ADA": 91.1,
-    "RTX A6000": 38.7, "RTX 4090": 82.6, "RTX 4080": 48.7, "RTX 3090": 35.6, "RTX 3080": 29.8,
-}
-# fmt: on
-_VENDOR_WORDS = re.compile(r"\b(NVIDIA|GEFORCE|TESLA|QUADRO)\b")
 
 
-class InspectionError(ValueError):
+class InspectionError(VerifierError, ValueError):
     """An inspection fed the wrong inputs (not a container's fault); nothing was judged."""
 
 
@@ -57,30 +42,6 @@ class HostMeasurement:
     specs: p.HostSpecs
     nvenc: bool  # h264_nvenc opened and encoded a frame
     nvenc_reason: str  # the probe's words either way
-
-
-def normalise_gpu_name(name: str) -> str:
-    """NVML's marketing name without vendor words, case or punctuation: "NVIDIA H100 PCIe" and
-    "H100 PCIE" are the same GPU; "NVIDIA A100-SXM4-80GB" becomes "A100 SXM4 80GB"."""
-    words = re.sub(r"[-_\s]+", " ", name.upper())
-    return " ".join(_VENDOR_WORDS.sub(" ", words).split())
-
-
-def device_class(host: p.HostSpecs | None) -> DeviceClass:
-    """What a challenge is sized for: the fastest device the host claims, one of its GPUs or
-    its cores together (an agent that sends no specs is a 1-core CPU)."""
-    cores = 1 if host is None else host.cpu_cores
-    best = DeviceClass(f"{cores}-core CPU", cores * CPU_CORE_FLOPS)
-    for gpu in () if host is None else host.gpus:
-        name = normalise_gpu_name(gpu.name)
-        rated = (
-            DeviceClass(f"{family} GPU", peak * 1e12 * SUSTAINED)
-            for family, peak in GPU_PEAK_TFLOPS.items()
-            if re.search(rf"\b{family}\b", name)
-        )
-        gpu_class = next(rated, DeviceClass(f"unlisted GPU {name!r}", UNLISTED_GPU_FLOPS))
-        best = max(best, gpu_class, key=lambda device: device.flops)
-    return best
 
 
 def inspect_registration(
@@ -106,18 +67,6 @@ def inspect_registration(
         tuple(findings),
         MappingProxyType(metrics),
     )
-
-
-def inspection_event(verdict: Verdict, admission: Admission) -> tuple[Event | None, str]:
-    """The lifecycle event a registration verdict (a committee majority's) makes for a container
-    in `admission`, and the reason to show: verifier/scores.py's PENALTIES, so the two agree.
-    Awaiting or needing re-inspection: INSPECTION_PASSED, or INSPECTION_FAILED with the reason
-    (back to configuring, where the operator fixes the claim); READY and failing: re-inspection.
-    """
-    if verdict.check is not Check.REGISTRATION:
-        raise InspectionError(f"a {verdict.check.value} verdict is not a registration check")
-    event = penalty_event(admission, Check.REGISTRATION, shortfall=not verdict.passed)
-    return event, verdict.reason
 
 
 def _host_findings(claimed: p.HostSpecs, measured: p.HostSpecs) -> list[Finding]:

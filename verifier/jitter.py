@@ -15,8 +15,10 @@ import aiortc.rtcrtpreceiver as _receiver_module
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
+from verifier.errors import VerifierError
 
-class JitterHookError(RuntimeError):
+
+class JitterHookError(VerifierError, RuntimeError):
     """aiortc no longer builds its jitter buffer where this module hooks in; update the seam."""
 
 

@@ -41,12 +41,12 @@ import statistics
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from signaling import protocol as p
-from signaling.protocol import PlayerStats
-from verifier.challenge import Challenge, make_challenge
+from contracts import protocol as p
+from contracts.challenge import Challenge, device_class, make_challenge
+from contracts.protocol import PlayerStats
+from contracts.verdict import Check, Finding, Verdict
+from verifier.errors import VerifierError
 from verifier.frame_stats import FrameLog, frame_rate, percentile
-from verifier.inspection import device_class
-from verifier.verdict import Check, Finding, Verdict
 
 MIN_FRAMES = 30
 SENT_FPS_SHARE = 0.9
@@ -62,7 +62,7 @@ STATS_PERIOD_S = 2.0  # how often a player reports its summary, as web-client/pl
 SUMMARY_WINDOW_MS = STATS_PERIOD_S * 1000  # the frames a headless player's summary covers
 
 
-class SampleError(ValueError):
+class SampleError(VerifierError, ValueError):
     """A sample that cannot be judged (the caller's mistake, not the container's)."""
 
 

@@ -42,10 +42,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamer.colour import I420Frame, i420_planes, rgb_to_i420
-from streamer.game import ReferenceGame, RGBFrame
-from streamer.input_events import InputEvent
-from streamer.marker import FrameMarker, strip_height
+from contracts.input_events import InputEvent
+from contracts.marker import FrameMarker, strip_height
+from contracts.planes import I420Frame, i420_planes
+from reference_game.colour import rgb_to_i420
+from reference_game.game import ReferenceGame, RGBFrame
 
 REACTION_FRAMES = 3  # 50 ms at 60 fps: a held key has moved the player 24 px, a flash shows
 REGION_MIN_DIFF = 12  # sample levels between expected and counterfactual (Y spans 219)
@@ -56,7 +57,7 @@ MAX_MEAN_ERROR = 24.0  # sample levels, over everything the inputs changed
 @dataclass(frozen=True, slots=True)
 class SampledFrame:
     """A decoded frame kept for judging: its marker and its picture, one I420 buffer
-    ((H * 3/2) x W: Y, then U, then V, as streamer.colour lays it out)."""
+    ((H * 3/2) x W: Y, then U, then V, as reference_game.colour lays it out)."""
 
     marker: FrameMarker
     picture: I420Frame

@@ -25,17 +25,25 @@ from typing import TypeVar
 import aiohttp
 import numpy as np
 
-from signaling import protocol as p
-from verifier.challenge import Challenge, RevealedRow, check, make_challenge, pick_rows
-from verifier.inspection import HostMeasurement, device_class, inspect_registration
+from contracts import protocol as p
+from contracts.challenge import (
+    Challenge,
+    RevealedRow,
+    check,
+    device_class,
+    make_challenge,
+    pick_rows,
+)
+from contracts.verdict import Finding, Verdict
+from verifier.errors import VerifierError
+from verifier.inspection import HostMeasurement, inspect_registration
 from verifier.live_sample import evaluate_spot, spot_challenge
-from verifier.verdict import Finding, Verdict
 
 M = TypeVar("M", bound=p.Message)
 REVEAL_WAIT_S = 30.0  # for the revealed rows, once asked: reading rows back takes no work
 
 
-class ContainerFailedCheckError(RuntimeError):
+class ContainerFailedCheckError(VerifierError, RuntimeError):
     """The container made the check impossible (silent, malformed); the message says how."""
 
 

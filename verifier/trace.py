@@ -25,7 +25,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from streamer.input_events import InputError, InputEvent, parse_input
+from contracts.input_events import InputError, InputEvent, parse_input
+from verifier.errors import VerifierError
 
 TRACE_VERSION = 1
 MAX_TRACE_MS = 120_000.0  # a bot session is a probe, not a play-through
@@ -34,7 +35,7 @@ MAX_TAIL_MS = 10_000.0
 DEFAULT_TAIL_MS = 600.0
 
 
-class TraceError(ValueError):
+class TraceError(VerifierError, ValueError):
     """A trace file or trace data is unusable; the message names the event and the fix."""
 
 

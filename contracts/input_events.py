@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.errors import ContractError
+
 MAX_MESSAGE_BYTES = 512
 MAX_SEQUENCE = (1 << 32) - 1
 MAX_KEY_CODE_LENGTH = 32
@@ -28,7 +30,7 @@ EVENT_BURST = 250
 _KEY_CODE = re.compile(r"[A-Za-z0-9]+")
 
 
-class InputError(ValueError):
+class InputError(ContractError):
     """An input event was rejected; `code` is stable, the message says why."""
 
     def __init__(self, code: str, reason: str, seq: int | None = None) -> None:

@@ -15,12 +15,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from indexer.keys import HostCredentials, KeyStore
-from signaling.server import ServerConfig, create_app
+from contracts.signing import HostCredentials
+from contracts.stream_shapes import advertised_shapes
+from indexer.keys import KeyStore
+from judge.coordinator import VerificationConfig
+from judge.rotation import RotationConfig
+from signaling.config import ServerConfig
+from signaling.server import create_app
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.backends import choose_encoder
 from streamer.capacity import (
-    advertised_shapes,
     capacity_from_costs,
     fixed_capacity,
     measure_frame_ms,
@@ -30,8 +34,6 @@ from streamer.encoder import H264_BACKENDS, X264, install_encoder
 from streamer.gpu import gpu_unavailable_reason
 from streamer.playout_delay import install_playout_delay
 from verifier.agent import VerifierAgent, VerifierConfig
-from verifier.coordinator import VerificationConfig
-from verifier.rotation import RotationConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]
     try:
         yield RunningServer(f"http://{host}:{bound}", config.host_keys if config else None)
     finally:
@@ -156,11 +158,13 @@ async def run_verifier(agent: VerifierAgent) -> AsyncIterator[VerifierAgent]:
             await task
 
 
-def verification_for(verifiers: int, **overrides: float) -> VerificationConfig:
-    """Verification for a network of `verifiers`: all on duty, the largest odd committee."""
+def verification_for(
+    verifiers: int, schedule: VerificationConfig | None = None
+) -> VerificationConfig:
+    """`schedule` for a network of `verifiers`: all on duty, the largest odd committee."""
     committee = verifiers if verifiers % 2 else verifiers - 1
     rotation = RotationConfig(duty_size=verifiers, committee_size=committee)
-    return VerificationConfig(rotation=rotation, **overrides)
+    return dataclasses.replace(schedule or VerificationConfig(), rotation=rotation)
 
 
 @contextlib.asynccontextmanager

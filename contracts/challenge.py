@@ -22,7 +22,7 @@ f^reveal (2^-16 for half of them, 16 rows). The rows must not be derived from th
 (Fiat-Shamir): the host knows the seed, so it could re-roll the rows it skipped until the
 derived picks avoid them, f^-reveal cheap root recomputations.
 
-The time bound, from the claimed hardware (a `DeviceClass`: verifier/inspection.py rates the
+The time bound, from the claimed hardware (a `DeviceClass`: `device_class` rates the
 claims): work for `target_s` seconds at the class's rate, and a bound of NETWORK_ALLOWANCE_S +
 SLACK x that time + ENTRY_OVERHEAD_S per matrix entry (generating, packing, hashing). An H100
 claim thus asks for ~26 TFLOP within ~5.7 s: an honest H100 needs about 1 s, a 2-core CPU
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -45,7 +46,9 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from verifier.verdict import Finding
+from contracts import protocol
+from contracts.errors import ContractError
+from contracts.verdict import Finding
 
 ArrayModule: TypeAlias = Any  # numpy, cupy, or anything with their API (tests count with one)
 PackedRows: TypeAlias = npt.NDArray[np.uint8]
@@ -64,7 +67,7 @@ _CHUNK_ENTRIES = 1 << 20  # generation works on this many entries at a time (8 M
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-class ChallengeError(ValueError):
+class ChallengeError(ContractError):
     """A challenge that cannot be made or solved as asked (a sender's mistake or a hostile
     size); the message names the field and its allowed range."""
 
@@ -310,3 +313,43 @@ def _proven_root(row: RevealedRow) -> bytes:
         on_right = (row.index >> depth) & 1
         digest = _node(sibling, digest) if on_right else _node(digest, sibling)
     return digest
+
+
+# What a host's claimed hardware is rated at, to size its challenge (both sides compute it).
+SUSTAINED = 0.5  # of the datasheet FP32 peak that a busy, honest GPU sustains at least
+CPU_CORE_FLOPS = 8e9  # per logical core: an old or busy one (AVX2 OpenBLAS does ~90e9)
+UNLISTED_GPU_FLOPS = 2e12  # a GPU the table does not know claims little: a low bar
+
+# Datasheet FP32 (non-tensor) peak TFLOP/s by family, the slowest variant of each (H100 PCIe).
+# fmt: off
+GPU_PEAK_TFLOPS: dict[str, float] = {
+    "H200": 60.3, "H100": 51.2, "A100": 19.5, "V100": 14.0, "L40S": 91.6, "L40": 90.5,
+    "L4": 30.3, "A40": 37.4, "A10G": 31.2, "A10": 31.2, "T4": 8.1, "RTX 6000 ADA": 91.1,
+    "RTX A6000": 38.7, "RTX 4090": 82.6, "RTX 4080": 48.7, "RTX 3090": 35.6, "RTX 3080": 29.8,
+}
+# fmt: on
+_VENDOR_WORDS = re.compile(r"\b(NVIDIA|GEFORCE|TESLA|QUADRO)\b")
+
+
+def normalise_gpu_name(name: str) -> str:
+    """NVML's marketing name without vendor words, case or punctuation: "NVIDIA H100 PCIe" and
+    "H100 PCIE" are the same GPU; "NVIDIA A100-SXM4-80GB" becomes "A100 SXM4 80GB"."""
+    words = re.sub(r"[-_\s]+", " ", name.upper())
+    return " ".join(_VENDOR_WORDS.sub(" ", words).split())
+
+
+def device_class(host: protocol.HostSpecs | None) -> DeviceClass:
+    """What a challenge is sized for: the fastest device the host claims, one of its GPUs or
+    its cores together (an agent that sends no specs is a 1-core CPU)."""
+    cores = 1 if host is None else host.cpu_cores
+    best = DeviceClass(f"{cores}-core CPU", cores * CPU_CORE_FLOPS)
+    for gpu in () if host is None else host.gpus:
+        name = normalise_gpu_name(gpu.name)
+        rated = (
+            DeviceClass(f"{family} GPU", peak * 1e12 * SUSTAINED)
+            for family, peak in GPU_PEAK_TFLOPS.items()
+            if re.search(rf"\b{family}\b", name)
+        )
+        gpu_class = next(rated, DeviceClass(f"unlisted GPU {name!r}", UNLISTED_GPU_FLOPS))
+        best = max(best, gpu_class, key=lambda device: device.flops)
+    return best

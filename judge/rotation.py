@@ -42,11 +42,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from judge.errors import JudgeError
+
 DOMAIN = b"gamecast-rotation-v1"
 DEFAULT_EPOCH_SECONDS = 900.0
 
 
-class RotationError(ValueError):
+class RotationError(JudgeError, ValueError):
     """A roster or rotation request that cannot be honoured; the message says what to change."""
 
 

@@ -11,11 +11,14 @@ Pure data: times are Unix seconds passed in by whoever made the check.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
+
+from contracts import protocol
 
 
 class Check(Enum):
@@ -88,3 +91,46 @@ class Verdict:
             "findings": [finding.to_dict() for finding in self.findings],
             "metrics": dict(self.metrics),
         }
+
+
+def verdict_of(verifier_id: str, message: protocol.VerdictReport, now: float) -> Verdict:
+    """A report as the verdict it states; numbers sent as text become numbers again."""
+    findings = tuple(
+        Finding(f.name, f.passed, _value(f.claimed), _value(f.measured), f.detail)
+        for f in message.findings
+    )
+    metrics = {m.name: m.value for m in message.metrics}
+    return Verdict(message.container, verifier_id, Check(message.kind), now, findings, metrics)
+
+
+def report_of(verdict: Verdict, check_id: str) -> protocol.VerdictReport:
+    """The wire form of a verdict (the verifier's side of `verdict_of`)."""
+    return protocol.VerdictReport(
+        check_id,
+        verdict.container_id,
+        verdict.check.value,
+        [
+            protocol.FindingRecord(
+                f.name[:32], f.passed, _text(f.claimed), _text(f.measured), f.detail[:512]
+            )
+            for f in verdict.findings
+        ],
+        [
+            protocol.Metric(name[:32], value)
+            for name, value in verdict.metrics.items()
+            if math.isfinite(value)
+        ],
+    )
+
+
+def _value(text: str) -> str | float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _text(value: str | float | None) -> str:
+    return "" if value is None else str(value)[: protocol.MAX_TEXT]

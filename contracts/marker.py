@@ -17,7 +17,8 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from streamer.colour import i420_planes
+from contracts.errors import ContractError
+from contracts.planes import i420_planes
 
 CELLS_PER_ROW = 64
 ROWS = 2
@@ -27,7 +28,7 @@ LUMA_THRESHOLD = 128
 MIN_WIDTH = 2 * CELLS_PER_ROW  # below this a cell has no central half to sample
 
 
-class MarkerError(ValueError):
+class MarkerError(ContractError):
     """A picture does not hold a readable marker (too small, or its CRC does not match)."""
 
 

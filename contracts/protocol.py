@@ -12,6 +12,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
+from contracts.errors import ContractError
+
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with many candidates is ~10 kB
 MAX_SDP_BYTES = 48 * 1024
@@ -46,7 +48,7 @@ CHECKS = (
 )  # the checks a verifier is assigned (verifier/verdict.py)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ContractError):
     """A message was refused; `code` is stable for programs, `reason` is for people."""
 
     def __init__(self, code: str, reason: str) -> None:

@@ -30,14 +30,15 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.report import table
-from indexer.keys import HostCredentials
+from contracts.signing import HostCredentials
+from contracts.verdict import Verdict
+from node.console import table
 from verifier.agent import VerifierAgent, VerifierConfig
 from verifier.bot import BotError
-from verifier.bot_session import MODES, BotLimits, SessionRequest, run_bot_session
+from verifier.bot_session import MODES, SessionRequest, run_bot_session
+from verifier.bot_verdict import BotLimits
 from verifier.browser import BrowserMissingError
 from verifier.trace import DEFAULT_TRACE, TraceError, load_trace
-from verifier.verdict import Verdict
 
 FINDING_COLUMNS = (
     ("name", "finding", "{}"), ("result", "result", "{}"), ("claimed", "claimed", "{}"),

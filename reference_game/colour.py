@@ -18,11 +18,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from contracts.planes import I420Frame, NV12Frame, Plane, i420_planes, nv12_planes
+
 RGB = tuple[int, int, int]
 YUV = tuple[int, int, int]
-I420Frame = npt.NDArray[np.uint8]  # (H * 3/2) x W: the Y plane, then U, then V, each packed
-NV12Frame = npt.NDArray[np.uint8]  # (H * 3/2) x W: the Y plane, then rows of interleaved U, V
-Plane = npt.NDArray[np.uint8]
 Matrix = npt.NDArray[np.float32]  # 3 x 3: rows Y, Cb, Cr, for 0-255 RGB
 
 LUMA_RANGE = (16, 235)  # limited ("MPEG", "tv") range, 8 bits
@@ -129,25 +128,3 @@ def _weighted(
     full = red * row[0] + green * row[1] + blue * row[2] + np.float32(offset)
     plane: Plane = np.clip(np.rint(full), *limits).astype(np.uint8)
     return plane
-
-
-def i420_planes(frame: I420Frame) -> tuple[Plane, Plane, Plane]:
-    """Views of the Y (H x W), U and V (H/2 x W/2) planes inside one I420 buffer."""
-    rows, width = frame.shape
-    height = rows * 2 // 3
-    flat = frame.reshape(-1)
-    luma = height * width
-    quarter = luma // 4
-    u = flat[luma : luma + quarter].reshape(height // 2, width // 2)
-    v = flat[luma + quarter :].reshape(height // 2, width // 2)
-    return frame[:height], u, v
-
-
-def nv12_planes(frame: NV12Frame) -> tuple[Plane, Plane]:
-    """Views of the Y (H x W) and interleaved UV (H/2 x W) planes inside one NV12 buffer.
-
-    Plain slicing, so it works on a CuPy array too: the two planes `av.VideoFrame.from_dlpack`
-    takes, still one allocation.
-    """
-    height = frame.shape[0] * 2 // 3
-    return frame[:height], frame[height:]

@@ -49,10 +49,11 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from contracts.verdict import Check, Verdict
 from indexer.lifecycle import Admission, Event
 from indexer.selection import UNPROVEN_QOS
-from verifier.consensus import Decision, Outcome
-from verifier.verdict import Check, Verdict
+from judge.consensus import Decision, Outcome
+from judge.errors import JudgeError
 
 _EXPERIENCE = (Check.SPOT, Check.LIVE, Check.BOT)
 PENALTIES: dict[tuple[Admission, Check], tuple[Event | None, Event]] = {
@@ -79,7 +80,7 @@ def penalty_event(admission: Admission, check: Check, *, shortfall: bool) -> Eve
     return None if moves is None else moves[1] if shortfall else moves[0]
 
 
-class ScoreError(ValueError):
+class ScoreError(JudgeError, ValueError):
     """A scoring configuration that cannot work; the message names the setting."""
 
 

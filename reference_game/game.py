@@ -23,8 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamer.colour import RGB, YUV, I420Frame, i420_planes, rgb_to_i420, rgb_to_yuv
-from streamer.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from contracts.input_events import GamepadState, InputEvent, KeyEvent, PointerButton, PointerMove
+from contracts.planes import I420Frame, i420_planes
+from reference_game.colour import RGB, YUV, rgb_to_i420, rgb_to_yuv
 
 RGBFrame = npt.NDArray[np.uint8]
 

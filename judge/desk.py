@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contracts import protocol as p
+from contracts.verdict import Check, verdict_of
 from indexer.errors import IndexerError
 from indexer.lifecycle import IllegalEventError
 from indexer.registry import ContainerSpec
 from indexer.store import RegistryStore
-from signaling import protocol as p
-from verifier.consensus import ConsensusError, Decision
-from verifier.coordinator import Coordinator, Task
-from verifier.verdict import Check, Finding, Verdict
+from judge.consensus import ConsensusError, Decision
+from judge.coordinator import Coordinator, Task
 
 log = logging.getLogger(__name__)
 
@@ -38,49 +37,6 @@ def bot_shape(spec: ContainerSpec) -> tuple[int, int, int]:
     that. The game is always the reference game, whose pictures the reaction check replays."""
     width, height, fps = BOT_STREAM
     return min(width, spec.max_width), min(height, spec.max_height), min(fps, spec.max_fps)
-
-
-def verdict_of(verifier_id: str, message: p.VerdictReport, now: float) -> Verdict:
-    """A report as the verdict it states; numbers sent as text become numbers again."""
-    findings = tuple(
-        Finding(f.name, f.passed, _value(f.claimed), _value(f.measured), f.detail)
-        for f in message.findings
-    )
-    metrics = {m.name: m.value for m in message.metrics}
-    return Verdict(message.container, verifier_id, Check(message.kind), now, findings, metrics)
-
-
-def report_of(verdict: Verdict, check_id: str) -> p.VerdictReport:
-    """The wire form of a verdict (the verifier's side of `verdict_of`)."""
-    return p.VerdictReport(
-        check_id,
-        verdict.container_id,
-        verdict.check.value,
-        [
-            p.FindingRecord(
-                f.name[:32], f.passed, _text(f.claimed), _text(f.measured), f.detail[:512]
-            )
-            for f in verdict.findings
-        ],
-        [
-            p.Metric(name[:32], value)
-            for name, value in verdict.metrics.items()
-            if math.isfinite(value)
-        ],
-    )
-
-
-def _value(text: str) -> str | float | None:
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _text(value: str | float | None) -> str:
-    return "" if value is None else str(value)[: p.MAX_TEXT]
 
 
 class VerificationDesk:

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contracts.verdict import Check, Verdict
 from indexer.lifecycle import Admission
-from verifier.consensus import ConsensusError, Decision, Ledger, Round
-from verifier.rotation import (
+from judge.consensus import ConsensusError, Decision, Ledger, Round
+from judge.rotation import (
     Duty,
     Roster,
     RotationConfig,
@@ -47,8 +48,7 @@ from verifier.rotation import (
     epoch_seed,
     next_seed,
 )
-from verifier.scores import Judgement, Scoreboard, ScoreConfig
-from verifier.verdict import Check, Verdict
+from judge.scores import Judgement, Scoreboard, ScoreConfig
 
 _INSPECTED = (Admission.AWAITING_INSPECTION, Admission.NEEDS_REINSPECTION)
 _WATCHED = (Admission.READY, Admission.QUALITY_CONTROL)

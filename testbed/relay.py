@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from testbed.errors import TestbedError
+
 Address = tuple[str, int]
 
 LOOPBACK = "127.0.0.1"
@@ -31,7 +33,7 @@ HOST_PRIORITY = (126 << 24) | (65535 << 8) | (256 - 1)
 RELAY_FOUNDATION = "gamecastrelay"
 
 
-class RelayError(Exception):
+class RelayError(TestbedError):
     """Base of the relay's errors; raised as such for misuse (routing SDP before `start`)."""
 
 

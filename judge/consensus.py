@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from verifier.verdict import Check, Verdict
+from contracts.verdict import Check, Verdict
+from judge.errors import JudgeError
 
 RECENT_DISSENTS = 20  # per verifier, for the dashboard
 
 
-class ConsensusError(ValueError):
+class ConsensusError(JudgeError, ValueError):
     """A verdict this round cannot take, or a round that cannot be formed; nothing changed."""
 
 
