@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builds.errors import ManifestError
-from contracts.requirements import Requirements
+from contracts.requirements import BuildNeeds, Requirements
 
 MANIFEST_NAME = "manifest.json"  # at the archive's root
 SCHEMA_VERSION = 1
@@ -66,6 +66,10 @@ class Manifest:
     requires: Needs
     inputs: tuple[str, ...]
     price_ceiling_per_minute: float | None = None
+
+    def needs(self) -> BuildNeeds:
+        """What playing this build takes: the host it needs and the shape it streams at."""
+        return BuildNeeds(self.requirements(), (self.width, self.height, self.fps))
 
     def requirements(self) -> Requirements:
         """What the indexer's resources filter asks of a container to host this build."""

@@ -1,8 +1,11 @@
-"""What a build needs of a container: the manifest says it, selection filters by it."""
+"""What a build needs of a container, and the one shape it streams at: its manifest says both,
+selection filters by the first and the seat is booked at the second."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from contracts.stream_shapes import Shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +33,12 @@ class Requirements:
         if self.encoders:
             parts.append("encoder " + " or ".join(sorted(self.encoders)))
         return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildNeeds:
+    """What playing a build takes: a host that meets `requirements`, and a seat of `shape`,
+    the size and rate the build runs at whatever the player asked for."""
+
+    requirements: Requirements
+    shape: Shape

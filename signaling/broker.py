@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from contracts import protocol as p
-from contracts.requirements import Requirements
+from contracts.requirements import BuildNeeds
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
 from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError
@@ -73,18 +73,19 @@ class SessionBroker:
         *,
         probes: ProbeRounds | None = None,
         tickets: TicketDesk | None = None,
-        requirements: Callable[[str], Requirements | None] | None = None,
+        build_needs: Callable[[str], BuildNeeds | None] | None = None,
     ) -> None:
         """`probes`: place players who can probe (indexer/placement.py) before their claim;
         None claims for every player without a coordinate (RTT unranked, every bound met).
         `tickets`: the container a verifier's bot-session ticket seats it on, if valid.
-        `requirements`: what a studio's build needs of a host (its manifest), None for a game
-        without a manifest (the reference game)."""
+        `build_needs`: what a studio's build needs of a host and the shape it streams at (its
+        manifest), None for a game without a manifest (the reference game), which streams at
+        the shape the player asks for."""
         self.store = store
         self.queue = queue
         self.probes = probes
         self._tickets = tickets
-        self._requirements = requirements
+        self._build_needs = build_needs
         self._marker: dict[str, bool] = {}  # player -> whether its picture carries the marker
         self._new_session_id = new_session_id
         self.sessions: dict[str, Session] = {}
@@ -203,9 +204,12 @@ class SessionBroker:
             )
         request = request_of(message)
         self._marker[player_id] = message.marker
-        needs = None if self._requirements is None else self._requirements(message.game)
-        if needs is not None:
-            request = replace(request, requirements=needs)
+        needs = None if self._build_needs is None else self._build_needs(message.game)
+        if needs is not None:  # booked at the shape the container will stream, not the one asked
+            width, height, fps = needs.shape
+            request = replace(
+                request, requirements=needs.requirements, width=width, height=height, fps=fps
+            )
         if message.ticket:
             return await self._verification_session(player_id, message.ticket, request, now)
         if message.probe and probes is not None:

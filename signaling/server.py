@@ -27,7 +27,7 @@ from builds.http import CATALOG, add_build_routes
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from contracts import protocol as p
 from contracts import signing
-from contracts.requirements import Requirements
+from contracts.requirements import BuildNeeds
 from contracts.token_bucket import TokenBucket
 from indexer import keys
 from indexer.coordinates import VivaldiConfig
@@ -101,14 +101,15 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     return app
 
 
-def _manifest_requirements(catalog: BuildCatalog) -> Callable[[str], Requirements | None]:
-    """What a build's latest manifest asks of a host (the catalog keeps the latest in memory)."""
+def _manifest_needs(catalog: BuildCatalog) -> Callable[[str], BuildNeeds | None]:
+    """What a build's latest manifest asks of a host and the shape it streams at (the catalog
+    keeps the latest in memory)."""
 
-    def requirements(game: str) -> Requirements | None:
+    def needs(game: str) -> BuildNeeds | None:
         record = catalog.latest(game)
-        return None if record is None else record.manifest.requirements()
+        return None if record is None else record.manifest.needs()
 
-    return requirements
+    return needs
 
 
 def _join(app: web.Application, store: RegistryStore) -> None:
@@ -125,9 +126,9 @@ def _join(app: web.Application, store: RegistryStore) -> None:
     probes = ProbeRounds(Placement(VivaldiConfig(), rng))
     queue = PlayQueue(config.relaxation, config.queue_limit)
     catalog = app.get(CATALOG)
-    requirements = None if catalog is None else _manifest_requirements(catalog)
+    needs = None if catalog is None else _manifest_needs(catalog)
     app[BROKER] = SessionBroker(
-        store, queue, new_session_id, probes=probes, tickets=desk, requirements=requirements
+        store, queue, new_session_id, probes=probes, tickets=desk, build_needs=needs
     )
 
 

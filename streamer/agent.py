@@ -297,10 +297,11 @@ class ContainerAgent:
         session_id = offer.session
         cfg = self.config
         build = self.builds.get(offer.game)
-        width, height, fps = offer.width, offer.height, offer.fps
-        if build is not None:  # a build runs at its manifest's size and rate
-            manifest = build.manifest
-            width, height, fps = manifest.width, manifest.height, manifest.fps
+        width, height, fps = offer.width, offer.height, offer.fps  # its seat's shape
+        if build is not None and (shape := build.manifest.needs().shape) != (width, height, fps):
+            booked, runs = f"{width}x{height}@{fps}", "{}x{}@{}".format(*shape)
+            await _send_end(ws, session_id, f"{build.name} runs at {runs}, not the {booked} booked")
+            return
         options = StreamOptions(
             width,
             height,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from contracts import protocol as p
+from contracts.requirements import BuildNeeds, Requirements
 from indexer.lifecycle import Availability, Liveness, LivenessConfig
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry, ContainerSpec
@@ -406,3 +407,36 @@ async def test_a_session_that_never_starts_frees_its_seat() -> None:
     await broker.answer("c1", p.Answer("s2", "answer-sdp"))
     await broker.playing("c1", p.Playing("s2"), 101.0)
     assert await broker.stalled(1000.0) == []
+
+
+async def test_a_build_is_booked_at_the_shape_it_streams_not_the_shape_asked_for() -> None:
+    """One stream shape: a player asking 720p60 of a 1080p60 build gets (and pays a seat of)
+    1080p60, which is what the container will stream; the reference game keeps the ask."""
+    counter = itertools.count(1)
+    registry = ContainerRegistry(
+        LivenessConfig(2.0, 3), np.random.default_rng(0), admit_on_register=True
+    )
+    needs = {"tetris": BuildNeeds(Requirements(cpu_cores=0), (1920, 1080, 60))}
+    broker = SessionBroker(
+        MemoryStore(registry),
+        PlayQueue(Relaxation()),
+        lambda: f"s{next(counter)}",
+        build_needs=needs.get,
+    )
+    capacity = [p.StreamCapacity(1280, 720, 60, 4), p.StreamCapacity(1920, 1080, 60, 2)]
+    await broker.register(
+        p.Register("c1", ["tetris", "reference"], ["h264"], 1920, 1080, 60, capacity=capacity),
+        now=0.0,
+    )
+
+    await broker.play("p1", PLAY, 0.0)
+    assert await broker.offer("p1", OFFER) == [
+        Outgoing("container", "c1", p.SessionOffer("s1", "offer-sdp", 1920, 1080, 60, "tetris"))
+    ]
+    assert registry.get("c1").lifecycle.load == 0.5  # one of two 1080p60 seats, not 1/4 720p60
+
+    await broker.play("p2", p.Play("reference", 1280, 720, 60), 0.0)
+    assert await broker.offer("p2", OFFER) == [
+        Outgoing("container", "c1", p.SessionOffer("s2", "offer-sdp", 1280, 720, 60, "reference"))
+    ]
+    assert registry.get("c1").lifecycle.load == 0.75
