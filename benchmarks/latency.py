@@ -119,8 +119,8 @@ async def container_process(
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gamecast", "container", "--server", server.container_url,
-            "--id", container_id, *options, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
+            "--id", container_id, "--capacity", "1", *options, stdout=log_file, stderr=log_file,
+        )  # fmt: skip  (one session at a time is what is measured, however busy the host)
     try:
         registered = False
         with contextlib.suppress(TimeoutError):

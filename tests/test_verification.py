@@ -89,7 +89,8 @@ async def test_a_healthy_container_is_admitted_then_passes_its_bot_session(http)
     assert registration["check"] == "registration" and registration["outcome"] == "passed"
     names = {f["name"] for f in registration["findings"]}
     assert {"challenge", "cpu_cores", "ram_mib", "gpu_count"} <= names
-    assert bot["check"] == "bot" and bot["outcome"] == "passed", bot
+    why = [(f["name"], f["detail"]) for f in bot["findings"] if not f["passed"]]
+    assert bot["check"] == "bot" and bot["outcome"] == "passed", why
     assert row["state"] in ("inspected and ready", "connected and healthy")
     assert row["verification"]["qos"] > 0.7 and row["verification"]["penalty"] == 0
 
