@@ -14,7 +14,8 @@ from contracts.input_events import EVENT_BURST
 from contracts.protocol import MAX_MESSAGE_BYTES, Heartbeat, HostSpecs, Register, Telemetry
 from node.runtime import serve
 from signaling.config import ServerConfig
-from signaling.server import MESSAGE_BURST, TRANSPORT_LIMIT
+from signaling.connections import MESSAGE_BURST
+from signaling.server import TRANSPORT_LIMIT
 from tests.conftest import eventually
 from tests.samples import challenge_of, host_credentials, signed
 from verifier.bot import BotPlayer
