@@ -40,7 +40,7 @@ DEMOTED = "a verifier demoted the container"  # why a demotion's sessions ended
 
 
 class TicketDesk(Protocol):
-    """Verifiers' bot-session tickets (signaling/verification.py)."""
+    """Verifiers' bot-session tickets (judge/desk.py)."""
 
     def seat_for(self, ticket: str) -> str | None: ...
 
