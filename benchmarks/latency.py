@@ -118,8 +118,19 @@ async def container_process(
     log_path = log_dir / f"{container_id}.log"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gamecast", "container", "--server", server.container_url,
-            "--id", container_id, "--capacity", "1", *options, stdout=log_file, stderr=log_file,
+            sys.executable,
+            "-m",
+            "gamecast",
+            "container",
+            "--server",
+            server.container_url,
+            "--id",
+            container_id,
+            "--capacity",
+            "1",
+            *options,
+            stdout=log_file,
+            stderr=log_file,
         )  # fmt: skip  (one session at a time is what is measured, however busy the host)
     try:
         registered = False

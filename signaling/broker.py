@@ -27,17 +27,20 @@ from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError
 from indexer.registry import ContainerSpec
 from indexer.selection import Policy, Request
 from indexer.store import RegistryStore
+from signaling.errors import REFUSALS, error_reply
 from signaling.probing import ProbeRounds
 from signaling.session import IllegalTransitionError, Session, SessionStatus
 
-PeerKind = Literal["player", "container"]
+# Verifiers enlist with one indexer: only players' and containers' messages cross the bus.
+PeerKind = Literal["player", "container", "verifier"]
 # A claimed seat whose session has not started by then is freed: the page never sent its offer,
 # or the container never answered it. WebRTC needs a few round trips, so 20 s is generous.
 START_TIMEOUT = 20.0
+DEMOTED = "a verifier demoted the container"  # why a demotion's sessions ended
 
 
 class TicketDesk(Protocol):
-    """Verifiers' bot-session tickets (signaling/verification.py)."""
+    """Verifiers' bot-session tickets (judge/desk.py)."""
 
     def seat_for(self, ticket: str) -> str | None: ...
 
@@ -237,10 +240,8 @@ class SessionBroker:
         for player_id, request in self.probes.overdue(now) if self.probes else []:
             try:
                 out += await self._claim_or_queue(player_id, request, now)
-            except p.ProtocolError as exc:
-                out.append(Outgoing("player", player_id, p.Error(exc.code, exc.reason, "play")))
-            except IndexerError as exc:  # the store failed: tell this one, go on with the rest
-                out.append(Outgoing("player", player_id, p.Error("unavailable", str(exc), "play")))
+            except REFUSALS as exc:  # tell this one, go on with the rest
+                out.append(Outgoing("player", player_id, error_reply(exc, "play")))
         return out
 
     async def _verification_session(

@@ -22,6 +22,7 @@ from indexer.lifecycle import LivenessConfig
 from indexer.play_queue import Relaxation
 from judge.coordinator import VerificationConfig
 from judge.desk import VerificationDesk
+from signaling.authentication import MemoryIdOwners
 from signaling.broker import SessionBroker
 from signaling.bus import SignalBus
 
@@ -73,7 +74,7 @@ CONFIG = web.AppKey("config", ServerConfig)
 COUNTERS = web.AppKey("counters", dict)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 KEYS = web.AppKey("keys", KeyStore)
-KEY_OF = web.AppKey("key_of", dict)  # container id -> the host key that first registered it
+KEY_OF = web.AppKey("key_of", MemoryIdOwners)  # ids' owners when no Redis keeps them
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", SignalBus)
 DESK = web.AppKey("desk", VerificationDesk)

@@ -1,24 +1,24 @@
 """The aiohttp edge: WebSockets for players, containers and verifiers, and the app around them.
 
-Everything that decides lives in SessionBroker; this module parses frames, applies per-
-connection rate limits, delivers the broker's messages and turns errors into error replies.
-A malformed or hostile message costs its sender an error reply, never the server a session.
+Everything that decides lives elsewhere: each socket's rules in signaling/connections.py (over
+the SessionBroker and the verification desk), the periodic round in signaling/sweep.py. This
+module reads frames, feeds them in, and sends, delivers (here or over the bus) and closes as
+they say.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import numpy as np
 import redis.asyncio as aioredis
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -28,8 +28,6 @@ from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from contracts import protocol as p
 from contracts import signing
 from contracts.requirements import BuildNeeds
-from contracts.token_bucket import TokenBucket
-from indexer import keys
 from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
 from indexer.keys import KeyStore
@@ -41,6 +39,7 @@ from indexer.shared_registry import SharedRegistry
 from indexer.store import MemoryStore, RegistryStore
 from judge.coordinator import Coordinator
 from judge.desk import VerificationDesk
+from signaling.authentication import HostKeys, MemoryIdOwners
 from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
 from signaling.config import (
@@ -57,13 +56,23 @@ from signaling.config import (
     STARTED,
     ServerConfig,
 )
+from signaling.connections import (
+    Connection,
+    ContainerConnection,
+    Frame,
+    FrameType,
+    PeerKey,
+    PlayerConnection,
+    Reaction,
+    VerifierConnection,
+    container_message,
+)
 from signaling.probing import ProbeRounds
 from signaling.rest import add_rest_routes
+from signaling.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
-MESSAGES_PER_SECOND = 20
-MESSAGE_BURST = 40
 # aiohttp closes a connection outright above this; below it, oversize messages get an error reply.
 TRANSPORT_LIMIT = 16 * p.MAX_MESSAGE_BYTES
 
@@ -87,7 +96,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app[PEERS] = {}
     app[COUNTERS] = {"errors": 0}
     app[SOCKETS] = weakref.WeakSet()
-    app[KEY_OF] = {}
+    app[KEY_OF] = MemoryIdOwners()
     if config.host_keys is not None:
         app[KEYS] = KeyStore.load(config.host_keys)
     else:
@@ -160,8 +169,9 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
 
     async def forwarded(container_id: str, text: str) -> None:
         message = p.parse_message(text, "container")
+        now = time.monotonic()
         try:
-            out = await _from_container(app, container_id, message)
+            out = await container_message(app[BROKER], app[DESK], container_id, message, now)
         except p.ProtocolError as exc:
             log.info("forwarded %s from %s refused: %s", message.type, container_id, exc.reason)
             return
@@ -178,22 +188,14 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
 async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     """Expire silent containers and try waiting players again (their bound relaxes with time)."""
     period = min(app[CONFIG].heartbeat_period, app[CONFIG].relaxation.step, 1.0)
+    rounds = Sweep(app[BROKER], app[DESK], app.get(BUS))
 
     async def sweep() -> None:
-        broker = app[BROKER]
         while True:
             await asyncio.sleep(period)
             try:
-                now = time.monotonic()
-                out = await broker.expire(now) + await broker.stalled(now)
-                out += await broker.probes_overdue(now)
-                await _free_orphaned_seats(app, now)
-                desk = app[DESK]
-                assignments, demoted = await desk.sweep(time.time(), now, broker.sampleable())
-                out += broker.sessions_lost(demoted, "a verifier demoted the container")
-                for verifier_id, assignment in assignments:
-                    await _send(app[PEERS].get(("verifier", verifier_id)), assignment)
-                await _deliver(app, out + await broker.serve_queue(now))
+                ours = [peer_id for kind, peer_id in app[PEERS] if kind == "container"]
+                await _deliver(app, await rounds.tick(time.monotonic(), time.time(), ours))
             except Exception:  # the sweep must outlive any one bad round
                 log.exception("heartbeat sweep failed; trying again next period")
 
@@ -201,27 +203,6 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-async def _free_orphaned_seats(app: web.Application, now: float) -> None:
-    """Free seats reserved on our containers by an indexer that died before its player
-    offered: the player went with it, and the container never heard of the session. (A
-    session that started ends through the container, whose End finds its indexer gone.)"""
-    bus, store = app.get(BUS), app[BROKER].store
-    if bus is None:  # one indexer: its own start timeout frees what it reserved
-        return
-    held = [peer_id for kind, peer_id in app[PEERS] if kind == "container"]
-    owners_alive: dict[str, bool] = {}
-    for container_id, session_id in store.reserved(held):
-        owner = bus.owner_of(session_id)
-        if owner == bus.indexer_id:
-            continue  # ours: the start timeout frees it
-        if owner not in owners_alive:
-            owners_alive[owner] = await bus.alive(owner)
-        if not owners_alive[owner]:
-            log.info("freeing seat %s on %s: indexer %s is gone", session_id, container_id, owner)
-            with contextlib.suppress(IndexerError):
-                await store.release(container_id, session_id, now)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -248,272 +229,159 @@ async def _send(ws: web.WebSocketResponse | None, message: p.Message) -> None:
         log.info("could not send %s: %s", message.type, exc)
 
 
-async def _deliver(app: web.Application, outgoing: list[Outgoing]) -> None:
-    """To our own peers directly; to peers of other indexers over the bus."""
+async def _deliver(app: web.Application, outgoing: Iterable[Outgoing]) -> None:
+    """To our own peers directly; to players and containers of other indexers over the bus."""
     bus = app.get(BUS)
     for item in outgoing:
         ws = app[PEERS].get((item.kind, item.peer_id))
-        if ws is not None or bus is None:
+        if ws is not None or bus is None or item.kind == "verifier":
             await _send(ws, item.message)
         elif not await bus.send(item.kind, item.peer_id, item.message.to_json()):
             log.info("no indexer has %s %s for its %s", item.kind, item.peer_id, item.message.type)
 
 
-async def _reply_error(
-    app: web.Application, ws: web.WebSocketResponse, code: str, reason: str, ref: str = ""
+async def _act(app: web.Application, ws: web.WebSocketResponse, reaction: Reaction) -> None:
+    """Do what a connection decided, in the order `Reaction` gives."""
+    peers, bus = app[PEERS], app.get(BUS)
+    if reaction.joined is not None:
+        peers[reaction.joined] = ws
+        if bus is not None and reaction.joined[0] != "verifier":
+            await bus.join(*reaction.joined)
+    for reply in reaction.replies:
+        if isinstance(reply, p.Error):
+            app[COUNTERS]["errors"] += 1
+        await _send(ws, reply)
+    await _deliver(app, reaction.outgoing)
+    if reaction.close is not None:
+        await ws.close(code=reaction.close.code, message=reaction.close.reason.encode())
+    # The table may have moved on while the connection's goodbye awaited the store.
+    if reaction.left is not None and peers.get(reaction.left) is ws:
+        del peers[reaction.left]
+        if bus is not None and reaction.left[0] != "verifier":
+            await bus.leave(*reaction.left)
+
+
+class _SocketPeers:
+    """One socket's view of the app's table of peers (connections.Peers)."""
+
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse) -> None:
+        self._peers = app[PEERS]
+        self._ws = ws
+
+    def speaks_for(self, peer: PeerKey) -> bool:
+        return self._peers.get(peer) is self._ws
+
+    def taken(self, peer: PeerKey) -> bool:
+        holder = self._peers.get(peer)
+        return holder is not None and holder is not self._ws and not holder.closed
+
+
+def _frame(message: WSMessage) -> Frame:
+    if message.type is WSMsgType.TEXT:
+        return Frame(FrameType.TEXT, message.data)
+    if message.type is WSMsgType.ERROR:
+        return Frame(FrameType.ERROR)
+    return Frame(FrameType.BINARY, message.data if isinstance(message.data, bytes) else b"")
+
+
+async def _converse(
+    app: web.Application, ws: web.WebSocketResponse, connection: Connection
 ) -> None:
-    app[COUNTERS]["errors"] += 1
-    await _send(ws, p.Error(code, reason, ref))
-
-
-async def _messages(
-    app: web.Application, ws: web.WebSocketResponse, role: p.Role
-) -> AsyncIterator[tuple[p.Message, str]]:
-    """Yield valid messages, each with its text; answer everything else with an error and
-    keep reading."""
-    bucket = TokenBucket(MESSAGES_PER_SECOND, MESSAGE_BURST, time.monotonic())
-    async for frame in ws:
-        if frame.type is WSMsgType.ERROR:
-            break
-        if not bucket.allow(time.monotonic()):
-            await _reply_error(
-                app, ws, "rate_limited", f"more than {MESSAGES_PER_SECOND} messages per second"
-            )
-            continue
-        if frame.type is not WSMsgType.TEXT:
-            await _reply_error(app, ws, "malformed", "only text (JSON) messages are accepted")
-            continue
-        try:
-            yield p.parse_message(frame.data, role), frame.data
-        except p.ProtocolError as exc:
-            await _reply_error(app, ws, exc.code, exc.reason)
+    """Feed the connection every frame until it or the peer closes, then say goodbye."""
+    await _act(app, ws, connection.opened())
+    try:
+        async for message in ws:
+            reaction = await connection.receive(_frame(message), time.monotonic(), time.time())
+            await _act(app, ws, reaction)
+            if reaction.close is not None:
+                break
+    finally:
+        await _act(app, ws, await connection.closed(time.monotonic()))
 
 
 async def player_socket(request: web.Request) -> web.WebSocketResponse:
-    app = request.app
     ws = await _open_socket(request)
-    broker = app[BROKER]
     player_id = uuid.uuid4().hex[:12]
-    app[PEERS][("player", player_id)] = ws
-    bus = app.get(BUS)
-    if bus is not None:
-        await bus.join("player", player_id)
-    try:
-        async for message, _ in _messages(app, ws, "player"):
-            try:
-                if isinstance(message, p.Play):
-                    out = await broker.play(player_id, message, time.monotonic())
-                elif isinstance(message, p.Probed):
-                    out = await broker.probed(player_id, message, time.monotonic())
-                elif isinstance(message, p.Offer):
-                    out = await broker.offer(player_id, message)
-                elif isinstance(message, p.PlayerStatsReport):
-                    broker.player_stats(player_id, message, time.monotonic())
-                    out = []
-                else:
-                    assert isinstance(message, p.End)
-                    out = await broker.player_end(player_id, message.reason, time.monotonic())
-            except p.ProtocolError as exc:
-                await _reply_error(app, ws, exc.code, exc.reason, message.type)
-                continue
-            except IndexerError as exc:  # the store failed us, not the player
-                await _reply_error(app, ws, "unavailable", str(exc), message.type)
-                continue
-            await _deliver(app, out)
-    finally:
-        await _deliver(app, await broker.player_gone(player_id, time.monotonic()))
-        del app[PEERS][("player", player_id)]
-        if bus is not None:
-            await bus.leave("player", player_id)
+    await _converse(
+        request.app, ws, PlayerConnection(player_id, request.app[BROKER], time.monotonic())
+    )
     return ws
 
 
 async def container_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     ws = await _open_socket(request)
-    broker = app[BROKER]
     bus = app.get(BUS)
-    container_id: str | None = None
-    challenge = signing.new_challenge()
-    await _send(ws, p.Challenge(challenge))
-    try:
-        async for message, text in _messages(app, ws, "container"):
-            try:
-                if container_id is None:
-                    if not isinstance(message, p.Register):
-                        raise p.ProtocolError("unexpected", "register first")
-                    await _authenticate(app, message, text, challenge)
-                    out = await broker.register(message, time.monotonic())
-                    container_id = message.container
-                    app[PEERS][("container", container_id)] = ws
-                    if bus is not None:
-                        await bus.join("container", container_id)
-                    log.info("container %s registered (%s)", container_id, ", ".join(message.games))
-                elif await _forward(app, container_id, message, text):
-                    continue
-                else:
-                    out = await _from_container(app, container_id, message)
-            except p.ProtocolError as exc:
-                await _reply_error(app, ws, exc.code, exc.reason, message.type)
-                if exc.code == "expired":  # its registration is gone: make it start over
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expired")
-                continue
-            except IndexerError as exc:  # the store failed us, not the container
-                await _reply_error(app, ws, "unavailable", str(exc), message.type)
-                continue
-            await _deliver(app, out)
-    finally:
-        # Only while this socket still speaks for the id: after an expiry the agent may have
-        # registered again on a new socket, which this one's cleanup must not undo.
-        if container_id is not None and app[PEERS].get(("container", container_id)) is ws:
-            del app[PEERS][("container", container_id)]
-            if bus is not None:
-                await bus.leave("container", container_id)
-            app[DESK].container_gone(container_id)
-            try:
-                gone = await broker.container_gone(
-                    container_id, "the container disconnected", time.monotonic()
-                )
-            except IndexerError as exc:  # the sweep ends its sessions once the store is back
-                log.warning("container %s disconnected; store says: %s", container_id, exc)
-            else:
-                await _deliver(app, gone)
+    connection = ContainerConnection(
+        app[BROKER],
+        app[DESK],
+        signing.new_challenge(),
+        time.monotonic(),
+        peers=_SocketPeers(app, ws),
+        authenticator=_authenticator(app),
+        relay=None if bus is None else _BusRelay(bus, app[BROKER]),
+    )
+    await _converse(app, ws, connection)
     return ws
 
 
 async def verifier_socket(request: web.Request) -> web.WebSocketResponse:
-    """A verifier: enlists, receives assignments, reports verdicts (signaling/verification.py)."""
+    """A verifier: enlists, receives assignments, reports verdicts (judge/desk.py)."""
     app = request.app
     ws = await _open_socket(request)
-    desk, broker = app[DESK], app[BROKER]
-    verifier_id: str | None = None
-    challenge = signing.new_challenge()
-    await _send(ws, p.Challenge(challenge))
-    try:
-        async for message, text in _messages(app, ws, "verifier"):
-            try:
-                if isinstance(message, p.Enlist):
-                    if verifier_id not in (None, message.verifier):
-                        raise p.ProtocolError("unexpected", f"already enlisted as {verifier_id!r}")
-                    holder = app[PEERS].get(("verifier", message.verifier))
-                    if holder is not None and holder is not ws and not holder.closed:
-                        raise p.ProtocolError(
-                            "conflict", f"verifier {message.verifier!r} is connected already"
-                        )
-                    await _authenticate(app, message, text, challenge)
-                    await _send(ws, desk.enlist(message))
-                    verifier_id = message.verifier
-                    app[PEERS][("verifier", verifier_id)] = ws
-                    log.info("verifier %s enlisted (stake %d)", verifier_id, message.stake)
-                elif verifier_id is None:
-                    raise p.ProtocolError("unexpected", "enlist first")
-                elif isinstance(message, p.InspectionChallenge | p.InspectionReveal):
-                    route = (
-                        desk.challenge_route
-                        if isinstance(message, p.InspectionChallenge)
-                        else desk.reveal_route
-                    )
-                    container_id = route(verifier_id, message.inspection)
-                    await _deliver(app, [Outgoing("container", container_id, message)])
-                else:
-                    assert isinstance(message, p.VerdictReport)
-                    now = time.monotonic()
-                    ended = await desk.verdict(verifier_id, message, time.time(), now)
-                    await _deliver(
-                        app, broker.sessions_lost(ended, "a verifier demoted the container")
-                    )
-            except p.ProtocolError as exc:
-                await _reply_error(app, ws, exc.code, exc.reason, message.type)
-            except IndexerError as exc:
-                await _reply_error(app, ws, "unavailable", str(exc), message.type)
-    finally:
-        if verifier_id is not None and app[PEERS].get(("verifier", verifier_id)) is ws:
-            del app[PEERS][("verifier", verifier_id)]
+    connection = VerifierConnection(
+        app[BROKER],
+        app[DESK],
+        signing.new_challenge(),
+        time.monotonic(),
+        peers=_SocketPeers(app, ws),
+        authenticator=_authenticator(app),
+    )
+    await _converse(app, ws, connection)
     return ws
 
 
-async def _from_container(
-    app: web.Application, container_id: str, message: p.Message
-) -> list[Outgoing]:
-    """A registered container's message, from its socket or forwarded by its indexer."""
-    broker = app[BROKER]
-    if isinstance(message, p.Heartbeat):
-        await broker.heartbeat(container_id, time.monotonic(), message.telemetry)
-        return []
-    if isinstance(message, p.Answer):
-        return await broker.answer(container_id, message)
-    if isinstance(message, p.Playing):
-        return await broker.playing(container_id, message, time.monotonic())
-    if isinstance(message, p.End):
-        return await broker.container_end(container_id, message, time.monotonic())
-    if isinstance(message, p.SessionTimings):
-        broker.session_timings(container_id, message)
-        return []
-    if isinstance(message, p.InspectionCommitment | p.InspectionRows):
-        verifier_id = app[DESK].answer_route(container_id, message.inspection)
-        await _send(app[PEERS].get(("verifier", verifier_id)), message)
-        return []
-    raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
+class _BusRelay:
+    """A container's message about another indexer's session goes to it (connections.Relay)."""
 
+    def __init__(self, bus: SignalBus, broker: SessionBroker) -> None:
+        self._bus = bus
+        self._broker = broker
 
-async def _forward(app: web.Application, container_id: str, message: p.Message, text: str) -> bool:
-    """Hand a message about another indexer's session to that indexer; True when sent."""
-    bus = app.get(BUS)
-    session_id = getattr(message, "session", "")
-    if bus is None or not session_id or session_id in app[BROKER].sessions:
+    async def forward(self, container_id: str, message: p.Message, text: str, now: float) -> bool:
+        bus = self._bus
+        session_id = getattr(message, "session", "")
+        if not session_id or session_id in self._broker.sessions:
+            return False
+        owner = bus.owner_of(session_id)
+        if owner == bus.indexer_id:
+            return False
+        if await bus.forward(owner, container_id, text):
+            return True
+        if isinstance(message, p.End):  # its indexer is gone: free the seat for it
+            with contextlib.suppress(IndexerError):
+                await self._broker.store.release(container_id, session_id, now)
+            return True
         return False
-    owner = bus.owner_of(session_id)
-    if owner == bus.indexer_id:
-        return False
-    if await bus.forward(owner, container_id, text):
-        return True
-    if isinstance(message, p.End):  # its indexer is gone: free the seat for it
-        with contextlib.suppress(IndexerError):
-            await app[BROKER].store.release(container_id, session_id, time.monotonic())
-        return True
-    return False
 
 
-async def _authenticate(
-    app: web.Application, message: p.Register | p.Enlist, text: str, challenge: str
-) -> None:
-    """Refuse a registration or an enlistment that is not signed over this connection's
-    challenge by a live key, or that names a container (verifier) id another key used first."""
+def _authenticator(app: web.Application) -> HostKeys | None:
+    """Registrations and enlistments are checked against the host keys, where there are any."""
     store = app.get(KEYS)
     if store is None:
-        return
-    try:
-        store.reload_if_changed()  # the CLI may have revoked a key since
-        key = keys.verify_registration(
-            store,
-            message.key_id,
-            message.signature,
-            challenge,
-            json.loads(text),
-            answered=message.challenge,
-        )
-    except signing.HostKeyError as exc:
-        raise p.ProtocolError(exc.code, exc.reason) from None
-    except keys.KeyStoreError as exc:
-        raise p.ProtocolError("unavailable", str(exc)) from None
-    kind, name = (
-        ("container", message.container)
-        if isinstance(message, p.Register)
-        else ("verifier", message.verifier)
-    )
-    owned = name if kind == "container" else f"verifier:{name}"  # ids of two kinds never clash
-    if await _owner_of(app, owned, key.key_id) != key.key_id:
-        raise p.ProtocolError(
-            "conflict", f"{kind} id {name!r} belongs to another key; choose another id"
-        )
-
-
-async def _owner_of(app: web.Application, container_id: str, key_id: str) -> str:
-    """The host key a container id belongs to: the first that registered it, network-wide
-    when indexers share Redis (so no key takes over another's id through another indexer)."""
+        return None
     client = app.get(REDIS)
-    if client is None:
-        return str(app[KEY_OF].setdefault(container_id, key_id))
-    owners = f"{app[CONFIG].redis_prefix}:key_of"
-    await client.hsetnx(owners, container_id, key_id)
-    return str(await client.hget(owners, container_id))
+    owners = app[KEY_OF] if client is None else _RedisIdOwners(client, app[CONFIG].redis_prefix)
+    return HostKeys(store, owners)
+
+
+class _RedisIdOwners:
+    """Ids' owners network-wide, when indexers share Redis (authentication.IdOwners)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._client = client
+        self._owners = f"{prefix}:key_of"
+
+    async def claim(self, name: str, key_id: str) -> str:
+        await self._client.hsetnx(self._owners, name, key_id)
+        return str(await self._client.hget(self._owners, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import json
 from collections.abc import Iterable
 
 import aiohttp
@@ -12,7 +13,7 @@ from aiortc.codecs.h264 import H264PayloadDescriptor
 
 from contracts import protocol as p
 from contracts.input_events import KeyEvent, PointerButton, PointerMove
-from contracts.protocol import Enlist, Register
+from contracts.protocol import MAX_MESSAGE_BYTES, Enlist, Register
 from contracts.signing import HostCredentials
 from indexer.keys import KeyStore
 from indexer.lifecycle import Event
@@ -125,3 +126,57 @@ def signed(register: Register | Enlist, credentials: HostCredentials, challenge:
 # The events that move one session's seat rather than the container (apply_seat's), in the
 # enum's order: a seeded walk that picks among them stays the same walk from run to run.
 SEAT_EVENTS: tuple[Event, ...] = (Event.CLAIMED, Event.SESSION_STARTED, Event.SESSION_ENDED)
+
+
+# Hostile signaling: each raw message a player may send, and the code of the error it earns.
+BAD_SIGNALING = [
+    ("{not json", "malformed"),
+    ("[1, 2]", "malformed"),
+    ('{"type": "play", "game": "reference"}', "unsupported_version"),
+    ('{"v": 1, "type": "launch_missiles"}', "unknown_type"),
+    ('{"v": 1, "type": "register", "container": "x"}', "unknown_type"),
+    ('{"v": 1, "type": "play", "game": 7}', "bad_field"),
+    ('{"v": 1, "type": "play", "game": "reference", "fps": 100000}', "bad_field"),
+    ('{"v": 1, "type": "play", "game": "reference", "evil": true}', "bad_field"),
+    ('{"v": 1, "type": "offer", "sdp": "v=0"}', "unexpected"),
+    ('{"v": 1, "type": "play", "game": "reference", "width": 1281}', "bad_field"),
+    ("[" * 60_000, "malformed"),
+    (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_MESSAGE_BYTES + 10)}), "too_large"),
+]
+
+
+def heartbeat(**changes: object) -> str:
+    """A heartbeat whose telemetry is valid but for `changes` (readings left out are None)."""
+    gpu = {"index": 0, "name": "NVIDIA L4", "uuid": "GPU-1", "memory_total_mib": 23_034}
+    telemetry = {"cpu_percent": 5.0, "ram_used_mib": 10, "gpus": [gpu]}
+    return json.dumps({"v": 1, "type": "heartbeat", "telemetry": {**telemetry, **changes}})
+
+
+GPU = json.loads(heartbeat())["telemetry"]["gpus"][0]
+BAD_TELEMETRY = [
+    (heartbeat(cpu_percent=1e9), "bad_field", "cpu_percent=1000000000.0 is outside"),
+    (heartbeat(cpu_percent={"$gt": 0}), "bad_field", "cpu_percent must be a number"),
+    (heartbeat(ram_used_mib=-5), "bad_field", "ram_used_mib=-5 is outside"),
+    (
+        heartbeat(gpus=[GPU] * 17),
+        "bad_field",
+        "gpus must be a list of at most 16 objects",
+    ),
+    (
+        heartbeat(gpus=[{**GPU, "temperature_c": 10**6}]),
+        "bad_field",
+        "temperature_c=1000000",
+    ),
+    (
+        heartbeat(gpus=[{**GPU, "name": "<script>" * 20}]),
+        "bad_field",
+        "name is longer than 96",
+    ),
+    (
+        heartbeat(gpus=[{**GPU, "shell": "rm -rf /"}]),
+        "bad_field",
+        "unknown fields ['shell']",
+    ),
+    (heartbeat(gpus=[[GPU]]), "bad_field", "gpus[0] must be an object"),
+    (heartbeat(gpus=[{**GPU, "name": "n" * 5000}] * 16), "too_large", "exceeds 65536"),
+]
