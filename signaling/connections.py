@@ -205,7 +205,32 @@ async def container_message(
     raise p.ProtocolError("unexpected", f"already registered as {container_id!r}")
 
 
-class ContainerConnection(Connection):
+class _SignedConnection(Connection):
+    """A peer that proves its key first: the socket opens with a fresh `challenge`, which its
+    registration or enlistment must be signed over (`authenticator` None takes unsigned ones)."""
+
+    def __init__(
+        self,
+        role: p.Role,
+        broker: SessionBroker,
+        desk: VerificationDesk,
+        challenge: str,
+        now: float,
+        *,
+        peers: Peers,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        super().__init__(role, now)
+        self._broker, self._desk = broker, desk
+        self._challenge = challenge
+        self._peers = peers
+        self._authenticator = authenticator
+
+    def opened(self) -> Reaction:
+        return Reaction(replies=(p.Challenge(self._challenge),))
+
+
+class ContainerConnection(_SignedConnection):
     """Registers first, signed over `challenge`; then heartbeats, answers and inspections."""
 
     def __init__(
@@ -219,17 +244,12 @@ class ContainerConnection(Connection):
         authenticator: Authenticator | None = None,
         relay: Relay | None = None,
     ) -> None:
-        """`authenticator` None takes unsigned registrations; `relay` None: no other indexer."""
-        super().__init__("container", now)
+        """`relay` None: no other indexer to hand messages about its sessions to."""
+        super().__init__(
+            "container", broker, desk, challenge, now, peers=peers, authenticator=authenticator
+        )
         self.container_id: str | None = None
-        self._broker, self._desk = broker, desk
-        self._challenge = challenge
-        self._peers = peers
-        self._authenticator = authenticator
         self._relay = relay
-
-    def opened(self) -> Reaction:
-        return Reaction(replies=(p.Challenge(self._challenge),))
 
     async def _handle(self, message: p.Message, text: str, now: float, wall: float) -> Reaction:
         container_id = self.container_id
@@ -270,7 +290,7 @@ class ContainerConnection(Connection):
         return Reaction(outgoing=tuple(gone), left=("container", container_id))
 
 
-class VerifierConnection(Connection):
+class VerifierConnection(_SignedConnection):
     """Enlists first, signed over `challenge`; then relays inspections and reports verdicts."""
 
     def __init__(
@@ -283,15 +303,10 @@ class VerifierConnection(Connection):
         peers: Peers,
         authenticator: Authenticator | None = None,
     ) -> None:
-        super().__init__("verifier", now)
+        super().__init__(
+            "verifier", broker, desk, challenge, now, peers=peers, authenticator=authenticator
+        )
         self.verifier_id: str | None = None
-        self._broker, self._desk = broker, desk
-        self._challenge = challenge
-        self._peers = peers
-        self._authenticator = authenticator
-
-    def opened(self) -> Reaction:
-        return Reaction(replies=(p.Challenge(self._challenge),))
 
     async def _handle(self, message: p.Message, text: str, now: float, wall: float) -> Reaction:
         verifier_id, desk = self.verifier_id, self._desk

@@ -15,6 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Each package and the packages it may import, bottom to top (README, "Architecture").
+ROLES = frozenset(
+    {"contracts", "reference_game", "indexer", "builds", "judge", "signaling", "streamer",
+     "verifier"}
+)  # fmt: skip
 LAYERS: dict[str, frozenset[str]] = {
     "contracts": frozenset(),
     "reference_game": frozenset({"contracts"}),
@@ -24,47 +28,10 @@ LAYERS: dict[str, frozenset[str]] = {
     "signaling": frozenset({"contracts", "indexer", "builds", "judge"}),
     "streamer": frozenset({"contracts", "reference_game", "builds"}),
     "verifier": frozenset({"contracts", "reference_game", "judge"}),
-    "node": frozenset(
-        {
-            "contracts",
-            "reference_game",
-            "indexer",
-            "builds",
-            "judge",
-            "signaling",
-            "streamer",
-            "verifier",
-        }
-    ),
+    "node": ROLES,
     "testbed": frozenset({"contracts", "indexer"}),
-    "benchmarks": frozenset(
-        {
-            "contracts",
-            "reference_game",
-            "indexer",
-            "builds",
-            "judge",
-            "signaling",
-            "streamer",
-            "verifier",
-            "node",
-            "testbed",
-        }
-    ),
-    "gamecast": frozenset(
-        {
-            "contracts",
-            "reference_game",
-            "indexer",
-            "builds",
-            "judge",
-            "signaling",
-            "streamer",
-            "verifier",
-            "node",
-            "benchmarks",
-        }
-    ),
+    "benchmarks": ROLES | {"node", "testbed"},
+    "gamecast": ROLES | {"node", "benchmarks"},
 }
 OURS = frozenset(LAYERS) | {"tests"}
 
