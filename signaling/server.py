@@ -222,10 +222,21 @@ async def _free_orphaned_seats(app: web.Application, now: float) -> None:
                 await store.release(container_id, session_id, now)
 
 
+SHUTDOWN_REASON = "the indexer is shutting down"
+
+
 async def _close_sockets(app: web.Application) -> None:
-    """Tell every peer we are going away; otherwise shutdown waits for them to hang up."""
-    for ws in list(app[SOCKETS]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    """Tell every player and container why their sessions end, then every peer that we are
+    going away; otherwise shutdown waits for them to hang up. The sockets close together: one
+    peer slow to answer the close costs its own socket, not the others' turn."""
+    if BROKER in app:  # absent when a shared registry never joined
+        await _deliver(app, await app[BROKER].shutdown(SHUTDOWN_REASON, time.monotonic()))
+    await asyncio.gather(
+        *(
+            ws.close(code=WSCloseCode.GOING_AWAY, message=SHUTDOWN_REASON.encode())
+            for ws in list(app[SOCKETS])
+        )
+    )
 
 
 async def _open_socket(request: web.Request) -> web.WebSocketResponse:
@@ -446,6 +457,9 @@ async def _from_container(
     if isinstance(message, p.SessionTimings):
         broker.session_timings(container_id, message)
         return []
+    if isinstance(message, p.Maintenance):
+        log.info("container %s is leaving: %s", container_id, message.reason)
+        return await broker.maintenance(container_id, time.monotonic())
     if isinstance(message, p.InspectionCommitment | p.InspectionRows):
         verifier_id = app[DESK].answer_route(container_id, message.inspection)
         await _send(app[PEERS].get(("verifier", verifier_id)), message)

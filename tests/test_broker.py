@@ -406,3 +406,25 @@ async def test_a_session_that_never_starts_frees_its_seat() -> None:
     await broker.answer("c1", p.Answer("s2", "answer-sdp"))
     await broker.playing("c1", p.Playing("s2"), 101.0)
     assert await broker.stalled(1000.0) == []
+
+
+async def test_a_leaving_container_is_locked_then_ends_its_session_with_its_reason() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.maintenance("c1", 0.0) == []
+    assert await broker.maintenance("c1", 0.0) == []  # asking twice is no fault
+    assert availability(broker) is Availability.MAINTENANCE_LOCK
+    leaving = p.End("s1", "the container is shutting down")
+    assert await broker.container_end("c1", leaving, 0.0) == [
+        Outgoing("player", "p1", p.Ended("s1", "the container is shutting down"))
+    ]
+    assert queued(await broker.play("p2", PLAY, 0.0)).filter  # nobody new is seated on it
+
+
+async def test_an_indexer_shutting_down_ends_every_session_telling_player_and_container() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.shutdown("the indexer is shutting down", 0.0) == [
+        Outgoing("player", "p1", p.Ended("s1", "the indexer is shutting down")),
+        Outgoing("container", "c1", p.End("s1", "the indexer is shutting down")),
+    ]
+    assert broker.sessions == {}
+    assert availability(broker) is Availability.STANDBY
