@@ -519,6 +519,8 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)
         passed.set_defaults(handler=_bench_passing_options)
+    stop = benchmark("stop", "seconds `gamecast up` takes to exit on SIGINT/SIGTERM, per state")
+    stop.add_argument("--repeat", type=int, default=1, help="runs per state and signal")
     network = benchmark(
         "network", "a session through a lossy, narrow link: fps, latency, bitrate trace"
     )

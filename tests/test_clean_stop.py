@@ -10,19 +10,17 @@ really is, is `gamecast bench stop`'s business (target: 2 s).
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 
+from benchmarks.stop import Running, playing, up, url_of
 from verifier.bot import BotPlayer
 
 GAMECAST = [sys.executable, "-m", "gamecast"]
@@ -32,67 +30,13 @@ CONTAINER_LEAVING = "the container is shutting down"
 INDEXER_LEAVING = "the indexer is shutting down"
 
 
-class Running:
-    """A `gamecast` subprocess whose merged output is read as it comes."""
-
-    def __init__(self, *argv: str) -> None:
-        self.process = subprocess.Popen(
-            [*GAMECAST, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        """The first match of `pattern` in the output, waiting for it to appear."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not (match := re.search(pattern, self.output)):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.process.poll() is not None:
-                    raise AssertionError(f"no {pattern!r} in:\n{self.output}")
-                self._changed.wait(min(left, 0.2))
-        return match
-
-    def stop(self, signum: signal.Signals) -> float:
-        """Send `signum`; once it exited, assert a clean stop and return how long it took."""
-        start = time.monotonic()
-        self.process.send_signal(signum)
-        try:
-            self.process.wait(timeout=STOP_BOUND_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"still running {STOP_BOUND_S} s after {signum.name}:\n{self.output}")
-        took = time.monotonic() - start
-        self._close()
-        assert self.process.returncode == 0, self.output
-        assert "Traceback" not in self.output, self.output
-        assert "stopped" in self.output, self.output
-        return took
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._close()
-
-    def _close(self) -> None:
-        self._reader.join(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+def stop(process: Running, signum: signal.Signals) -> None:
+    """Send `signum` and assert a clean stop: status 0, "stopped", no traceback."""
+    if process.signal_and_wait(signum, STOP_BOUND_S) is None:
+        pytest.fail(f"still running {STOP_BOUND_S} s after {signum.name}:\n{process.output}")
+    assert process.process.returncode == 0, process.output
+    assert "Traceback" not in process.output, process.output
+    assert "stopped" in process.output, process.output
 
 
 @contextmanager
@@ -102,25 +46,6 @@ def running(*argv: str) -> Iterator[Running]:
         yield process
     finally:
         process.kill()
-
-
-def up(verifiers: int = 0) -> Running:
-    """`gamecast up` on a free port; its capacity set, so a busy machine cannot refuse it."""
-    return Running("up", "--port", "0", "--capacity", "2", "--verifiers", str(verifiers))
-
-
-def url_of(process: Running) -> str:
-    return process.wait_for(r"(?:open|listening on) (http://127\.0\.0\.1:\d+)/")[1]
-
-
-@asynccontextmanager
-async def playing(server_url: str) -> AsyncIterator[BotPlayer]:
-    """A player (the aiortc bot) whose session plays, frames arriving."""
-    bot = BotPlayer(server_url.replace("http", "ws", 1) + "/ws/player")
-    async with aiohttp.ClientSession() as http, bot.play(http, "reference", 640, 360, 30):
-        async with asyncio.timeout(20):
-            await bot.wait_frames(5)
-        yield bot
 
 
 async def told(bot: BotPlayer) -> str:
@@ -149,7 +74,7 @@ def test_up_stops_when_idle(signum: signal.Signals) -> None:
     process = up()
     try:
         process.wait_for(r"API: ")
-        process.stop(signum)
+        stop(process, signum)
     finally:
         process.kill()
 
@@ -163,7 +88,7 @@ async def test_up_stops_while_a_player_plays_and_tells_the_player_why(
         url = url_of(process)
         process.wait_for(r"API: ")
         async with playing(url) as bot:
-            stopping = asyncio.create_task(asyncio.to_thread(process.stop, signum))
+            stopping = asyncio.create_task(asyncio.to_thread(stop, process, signum))
             assert await told(bot) == CONTAINER_LEAVING
             await stopping
     finally:
@@ -177,7 +102,7 @@ def test_up_stops_while_its_verifier_plays_a_bot_session(signum: signal.Signals)
         process.wait_for(r"registration check passed")
         process.wait_for(r"x264 encoder: 1280x720@60")  # the bot's session starts streaming
         time.sleep(1.5)  # into its trace (a 1 s warm-up, then 8 s of input)
-        process.stop(signum)
+        stop(process, signum)
     finally:
         process.kill()
 
@@ -190,7 +115,7 @@ async def test_up_stops_right_after_a_session_ended() -> None:
         async with playing(url):
             pass  # the player ends its session on leaving
         process.wait_for(r"ended: bot finished")
-        await asyncio.to_thread(process.stop, signal.SIGINT)
+        await asyncio.to_thread(stop, process, signal.SIGINT)
     finally:
         process.kill()
 
@@ -215,9 +140,9 @@ async def test_indexer_container_and_verifier_stop_on_sigterm_and_players_hear_w
             verifier.wait_for(r"enlisting with")
             first.wait_for(r"verifier stop-v1 enlisted")
             async with playing(url) as bot:
-                stopping = asyncio.create_task(asyncio.to_thread(first.stop, signal.SIGTERM))
+                stopping = asyncio.create_task(asyncio.to_thread(stop, first, signal.SIGTERM))
                 assert await told(bot) == INDEXER_LEAVING
                 await stopping
-            await asyncio.to_thread(verifier.stop, signal.SIGTERM)
+            await asyncio.to_thread(stop, verifier, signal.SIGTERM)
             assert agent.process.poll() is None, "the container outlives its indexer"
-            await asyncio.to_thread(agent.stop, signal.SIGTERM)
+            await asyncio.to_thread(stop, agent, signal.SIGTERM)
