@@ -143,6 +143,7 @@ class ContainerAgent:
                         # Closes begun before a cancel (the agent stopping) still finish, or
                         # their peers' sockets would outlive the agent.
                         await asyncio.gather(*self._closing, return_exceptions=True)
+                    _raise_if_stopping()
                     delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                     attempt += 1
                     await asyncio.sleep(delay)
@@ -400,6 +401,15 @@ class ContainerAgent:
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):
             await self._end_session(session_id, reason)
+
+
+def _raise_if_stopping() -> None:
+    """Stop where a cancel was lost: on Python 3.11 a TaskGroup whose child failed while it
+    was being cancelled raises the child's error alone, which a reconnect loop would catch and
+    go round again, forever, with its owner awaiting it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _send_end(ws: aiohttp.ClientWebSocketResponse, session_id: str, reason: str) -> None:
