@@ -341,6 +341,16 @@ class SessionTimings(Message):
     encode_ms: list[float] = field(metadata=_timings(MAX_ENCODE_MS))
 
 
+@dataclass(frozen=True, slots=True)
+class Maintenance(Message):
+    """The container is leaving: lock it under maintenance (indexer/lifecycle.py), so the
+    indexer seats nobody new on it while it ends its sessions, each with an End and `reason`."""
+
+    type = "maintenance"
+    senders = ("container",)
+    reason: str = field(default="the container is shutting down", metadata={"max": MAX_TEXT})
+
+
 # Verifier -> server ---------------------------------------------------------------------------
 
 
@@ -622,6 +632,7 @@ MESSAGES: dict[str, type[Message]] = {
         Answer,
         Playing,
         SessionTimings,
+        Maintenance,
         Enlist,
         VerdictReport,
         InspectionChallenge,

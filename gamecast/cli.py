@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import logging
 import re
+import signal
 import socket
 import sys
 from collections.abc import Coroutine
@@ -28,21 +29,62 @@ from streamer.backends import CHOICES as ENCODER_CHOICES
 from streamer.capacity import describe as describe_capacity
 from streamer.impairment import Impairment, ImpairmentError
 
+log = logging.getLogger("gamecast")
+
 ANY_ADDRESS = "0.0.0.0"  # the probe endpoint listens on every interface
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it installs; Ctrl-C cancels `main`, whose blocks clean up."""
+    """Run a long-lived command until Ctrl-C or SIGTERM, on uvloop where it installs.
+
+    The one place the four long-lived commands (up, indexer, container, verifier --on-duty)
+    stop: either signal cancels the task that owns everything, whose blocks clean up (players
+    told why, the container locked under maintenance), and then "stopped" is printed.
+    """
     try:
         import uvloop  # noqa: PLC0415  (optional: absent on some platforms)
 
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
+    if runner(_until_stopped(main)):
+        print("\ngamecast: stopped", file=sys.stderr, flush=True)
+
+
+async def _until_stopped(main: Coroutine[Any, Any, None]) -> bool:
+    """Await `main` in this task; True when a stop signal ended it (cancelled it, that is).
+
+    The first signal cancels this task once; later ones only say it is on its way, since a
+    second cancel would cut short the cleanup the first one started.
+    """
+    loop = asyncio.get_running_loop()
+    owner = asyncio.current_task()
+    assert owner is not None  # a coroutine the runner awaits runs in a task
+    requested: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        if requested:
+            log.warning("%s: already stopping (cleaning up)", signum.name)
+            return
+        requested.append(signum)
+        log.info("%s: stopping", signum.name)
+        owner.cancel(f"stopped by {signum.name}")
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
     try:
-        runner(main)
-    except KeyboardInterrupt:
-        print("\ngamecast: stopped", file=sys.stderr)
+        await main
+    except asyncio.CancelledError:
+        if not requested or owner.uncancel():  # not ours, or cancelled again since
+            raise
+        return True
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    return False
 
 
 DEFAULT_KEY_STORE = Path.home() / ".local/share/gamecast/host-keys.json"
@@ -428,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     media(container)
     _add_container_extras(container)
     container.set_defaults(handler=lambda a: _run(_container(a)))
-    verifier_cli.add_commands(commands)
+    verifier_cli.add_commands(commands, serve=_run)
 
     _add_benchmarks(
         commands.add_parser("bench", help="run a benchmark and print a table plus JSON")
@@ -478,6 +520,8 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)
         passed.set_defaults(handler=_bench_passing_options)
+    stop = benchmark("stop", "seconds `gamecast up` takes to exit on SIGINT/SIGTERM, per state")
+    stop.add_argument("--repeat", type=int, default=1, help="runs per state and signal")
     network = benchmark(
         "network", "a session through a lossy, narrow link: fps, latency, bitrate trace"
     )

@@ -6,7 +6,7 @@ serve on the network's rotation (`--on-duty`).
     gamecast verifier --server http://INDEXER:8080 --on-duty [--stake N] [--mode ...]
 
 On duty it enlists with the indexer, runs every check it is assigned (registration checks and
-bot sessions) and reports each verdict, printing a line per verdict, until Ctrl-C.
+bot sessions) and reports each verdict, printing a line per verdict, until Ctrl-C or SIGTERM.
 
 A check's ticket (from its assignment) seats the bot on the container under check; without
 one the indexer seats it like any player, and `--container` refuses to judge any other.
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import re
 import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,11 @@ def _size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def add_commands(commands: Any) -> None:
-    """Add `gamecast verifier` to the CLI's subcommands (an argparse subparsers object)."""
+def add_commands(
+    commands: Any, serve: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+) -> None:
+    """Add `gamecast verifier` to the CLI's subcommands (an argparse subparsers object);
+    `serve` runs the on-duty service until it is stopped (the CLI's Ctrl-C/SIGTERM handling)."""
     verifier = commands.add_parser(
         "verifier", help="play a bot session against a container and print the verdict"
     )
@@ -96,7 +99,7 @@ def add_commands(commands: Any) -> None:
         type=Path,
         help="the key file `gamecast keys issue` wrote for this verifier (signs its enlistment)",
     )
-    verifier.set_defaults(handler=run)
+    verifier.set_defaults(handler=run, serve=serve)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -109,8 +112,7 @@ def run(args: argparse.Namespace) -> None:
     if args.on_duty:
         key = None if args.key is None else HostCredentials.load(args.key)
         config = VerifierConfig(args.server, args.verifier_id, args.stake, args.mode, limits, key)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the way off duty
-            asyncio.run(_on_duty(config))
+        args.serve(_on_duty(config))  # until Ctrl-C or SIGTERM: the way off duty
         raise SystemExit(0)
     width, height = args.size
     request = SessionRequest(

@@ -193,6 +193,22 @@ class SessionBroker:
         state = p.SessionState(session.session_id, session.status.value)
         return [Outgoing("player", session.player_id, state)]
 
+    async def maintenance(self, container_id: str, now: float) -> list[Outgoing]:
+        """The container is leaving (p.Maintenance): lock it, so nobody new is seated on it
+        while it ends its sessions itself, each with the reason it gives (container_end)."""
+        with contextlib.suppress(IllegalEventError):  # locked already: asking twice is no fault
+            await self.store.apply(container_id, Event.MAINTENANCE_ON, now)
+        return []
+
+    async def shutdown(self, reason: str, now: float) -> list[Outgoing]:
+        """This indexer is stopping: end every session it owns, telling player and container
+        why, and free their seats (another indexer sharing the registry may reuse them)."""
+        out: list[Outgoing] = []
+        for session_id in sorted(self.sessions):
+            session = self.sessions[session_id]
+            out += await self._finish(session, reason, now, notify_container=True)
+        return out
+
     async def container_end(self, container_id: str, message: p.End, now: float) -> list[Outgoing]:
         session = self._container_session(container_id, message.session, None)
         return await self._end(session, message.reason, now, notify_container=False)

@@ -199,6 +199,9 @@ async def container_message(
     if isinstance(message, p.SessionTimings):
         broker.session_timings(container_id, message)
         return []
+    if isinstance(message, p.Maintenance):
+        log.info("container %s is leaving: %s", container_id, message.reason)
+        return await broker.maintenance(container_id, now)
     if isinstance(message, p.InspectionCommitment | p.InspectionRows):
         verifier_id = desk.answer_route(container_id, message.inspection)
         return [Outgoing("verifier", verifier_id, message)]

@@ -205,11 +205,20 @@ async def _expire_heartbeats(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+SHUTDOWN_REASON = "the indexer is shutting down"
+
+
 async def _close_sockets(app: web.Application) -> None:
-    """Tell every peer we are going away; otherwise shutdown waits for them to hang up."""
-    sockets = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    """Tell every player and container why their sessions end, then every peer that we are
+    going away; otherwise shutdown waits for them to hang up. The sockets close together: one
+    peer slow to answer the close costs its own socket, not the others' turn."""
+    if BROKER in app:  # absent when a shared registry never joined
+        await _deliver(app, await app[BROKER].shutdown(SHUTDOWN_REASON, time.monotonic()))
+    open_sockets = app[SOCKETS]
+    sockets = list(open_sockets)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=SHUTDOWN_REASON.encode()) for ws in sockets)
+    )
 
 
 async def _open_socket(request: web.Request) -> web.WebSocketResponse:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 GAME_EXITS_KEPT = 64
 TIMINGS_PERIOD_S = 2.0
+LEAVING = "the container is shutting down"
 
 
 async def _every(
@@ -124,7 +125,11 @@ class ContainerAgent:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
                             attempt = 0
-                            await self._serve(ws)
+                            try:
+                                await self._serve(ws)
+                            except asyncio.CancelledError:  # stopping: say so while we can
+                                await self._leave(ws)
+                                raise
                     except* (aiohttp.ClientError, OSError) as group:
                         # Sends can fail in the heartbeat task too, hence a group, not one error.
                         log.warning(
@@ -138,10 +143,22 @@ class ContainerAgent:
                         # Closes begun before a cancel (the agent stopping) still finish, or
                         # their peers' sockets would outlive the agent.
                         await asyncio.gather(*self._closing, return_exceptions=True)
+                    _raise_if_stopping()
                     delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                     attempt += 1
                     await asyncio.sleep(delay)
                     url = self._next_server(url)
+
+    async def _leave(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The agent is stopping: lock this container under maintenance, so the indexer seats
+        nobody new on it, then end each session, its player told why."""
+        if not self.registered.is_set() or ws.closed:
+            return
+        with contextlib.suppress(ConnectionError):  # the indexer went first: nobody to tell
+            await ws.send_str(p.Maintenance(LEAVING).to_json())
+            for session_id in list(self.sessions):
+                await _send_end(ws, session_id, LEAVING)  # first: the player hears at once
+                await self._end_session(session_id, LEAVING)
 
     def _next_server(self, failed: str) -> str:
         servers = (self.config.server_url, *self.config.other_servers)
@@ -385,6 +402,15 @@ class ContainerAgent:
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):
             await self._end_session(session_id, reason)
+
+
+def _raise_if_stopping() -> None:
+    """Stop where a cancel was lost: on Python 3.11 a TaskGroup whose child failed while it
+    was being cancelled raises the child's error alone, which a reconnect loop would catch and
+    go round again, forever, with its owner awaiting it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _send_end(ws: aiohttp.ClientWebSocketResponse, session_id: str, reason: str) -> None:

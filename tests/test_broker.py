@@ -440,3 +440,25 @@ async def test_a_build_is_booked_at_the_shape_it_streams_not_the_shape_asked_for
         Outgoing("container", "c1", p.SessionOffer("s2", "offer-sdp", 1280, 720, 60, "reference"))
     ]
     assert registry.get("c1").lifecycle.load == 0.75
+
+
+async def test_a_leaving_container_is_locked_then_ends_its_session_with_its_reason() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.maintenance("c1", 0.0) == []
+    assert await broker.maintenance("c1", 0.0) == []  # asking twice is no fault
+    assert availability(broker) is Availability.MAINTENANCE_LOCK
+    leaving = p.End("s1", "the container is shutting down")
+    assert await broker.container_end("c1", leaving, 0.0) == [
+        Outgoing("player", "p1", p.Ended("s1", "the container is shutting down"))
+    ]
+    assert queued(await broker.play("p2", PLAY, 0.0)).filter  # nobody new is seated on it
+
+
+async def test_an_indexer_shutting_down_ends_every_session_telling_player_and_container() -> None:
+    broker = await connecting(new_broker())
+    assert await broker.shutdown("the indexer is shutting down", 0.0) == [
+        Outgoing("player", "p1", p.Ended("s1", "the indexer is shutting down")),
+        Outgoing("container", "c1", p.End("s1", "the indexer is shutting down")),
+    ]
+    assert broker.sessions == {}
+    assert availability(broker) is Availability.STANDBY

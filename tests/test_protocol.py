@@ -56,6 +56,7 @@ EXAMPLES: list[p.Message] = [
     p.Heartbeat(),
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),
+    p.Maintenance("the container is shutting down"),
     p.Matched("s1", "c1"),
     p.Registered("c1", 2000),
     p.SessionOffer("s1", "v=0\r\n", 1280, 720, 60),

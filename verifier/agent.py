@@ -83,6 +83,9 @@ class VerifierAgent:
                 await self.serve_once()
             except (aiohttp.ClientError, OSError) as exc:
                 log.warning("verifier %s: indexer unreachable (%s)", self.config.verifier_id, exc)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a stop the error stood in for
+                    raise asyncio.CancelledError from exc
             await asyncio.sleep(RECONNECT_S)
 
     async def serve_once(self) -> None:
