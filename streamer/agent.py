@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -28,6 +27,21 @@ from streamer.build_run import build_frames
 from streamer.deploy import DeployedBuild, deploy, deployed_builds
 from streamer.game_process import GameExit
 from streamer.impairment import NO_IMPAIRMENT, Impairment
+from streamer.indexer_link import (
+    Action,
+    AnswerChallenge,
+    Disconnect,
+    EndSession,
+    IndexerLink,
+    Note,
+    RefuseSession,
+    Register,
+    RevealRows,
+    StartReporting,
+    StartSession,
+    next_server,
+    reconnect_delay,
+)
 from streamer.inspected import ChallengeSolver
 from streamer.probe_endpoint import probe_endpoint
 from streamer.session import StreamOptions, StreamSession
@@ -35,7 +49,6 @@ from streamer.telemetry import TelemetryReader
 
 log = logging.getLogger(__name__)
 
-RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 GAME_EXITS_KEPT = 64
 TIMINGS_PERIOD_S = 2.0
 LEAVING = "the container is shutting down"
@@ -144,10 +157,9 @@ class ContainerAgent:
                         # their peers' sockets would outlive the agent.
                         await asyncio.gather(*self._closing, return_exceptions=True)
                     _raise_if_stopping()
-                    delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                    await asyncio.sleep(reconnect_delay(attempt))
                     attempt += 1
-                    await asyncio.sleep(delay)
-                    url = self._next_server(url)
+                    url = next_server((self.config.server_url, *self.config.other_servers), url)
 
     async def _leave(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The agent is stopping: lock this container under maintenance, so the indexer seats
@@ -159,11 +171,6 @@ class ContainerAgent:
             for session_id in list(self.sessions):
                 await _send_end(ws, session_id, LEAVING)  # first: the player hears at once
                 await self._end_session(session_id, LEAVING)
-
-    def _next_server(self, failed: str) -> str:
-        servers = (self.config.server_url, *self.config.other_servers)
-        others = [url for url in servers if url != failed]
-        return random.choice(others) if others else failed
 
     async def _registration(self, challenge: str) -> p.Register:
         """Our specs, signed over the connection's challenge with the operator's host key."""
@@ -187,7 +194,11 @@ class ContainerAgent:
         return register if cfg.host_key is None else cfg.host_key.signed(register, challenge)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Carry out what the link's rules (streamer/indexer_link.py) make of each message,
+        until the socket closes or the link says to disconnect."""
         cfg = self.config
+        shapes = {name: build.manifest.needs().shape for name, build in self.builds.items()}
+        link = IndexerLink(cfg.games, shapes)
         async with asyncio.TaskGroup() as tasks:
             reporters: list[asyncio.Task[None]] = []  # heartbeat and timings, once registered
             async for frame in ws:
@@ -198,40 +209,44 @@ class ContainerAgent:
                 except p.ProtocolError as exc:
                     log.warning("container %s: bad message from server: %s", cfg.container_id, exc)
                     continue
-                if isinstance(message, p.Challenge):
-                    register = await self._registration(message.challenge)
-                    await ws.send_str(register.to_json())
-                elif isinstance(message, p.Registered) and not reporters:
-                    interval = message.heartbeat_interval_ms / 1000
-                    reporters = [
-                        tasks.create_task(self._heartbeat(ws, interval)),
-                        tasks.create_task(self._report_timings(ws)),
-                    ]
-                    self.registered.set()
-                    log.info("container %s registered", cfg.container_id)
-                elif isinstance(message, p.SessionOffer):
-                    await self._start_session(ws, message)
-                elif isinstance(message, p.End):
-                    await self._end_session(message.session, message.reason)
-                elif isinstance(message, p.InspectionChallenge):
-                    tasks.create_task(self._answer_challenge(ws, message))
-                elif isinstance(message, p.InspectionReveal):
-                    await self._reveal(ws, message)
-                elif isinstance(message, p.Error) and message.ref == "register":
-                    # Usually our previous connection is still registered: back off, retry.
-                    log.warning(
-                        "container %s: registration refused: %s", cfg.container_id, message.reason
-                    )
+                actions = link.receive(message)
+                for action in actions:
+                    reporters += await self._carry_out(ws, tasks, action)
+                if any(isinstance(action, Disconnect) for action in actions):
                     break
-                elif isinstance(message, p.Error):
-                    log.warning(
-                        "container %s: server says %s: %s",
-                        cfg.container_id,
-                        message.code,
-                        message.reason,
-                    )
             for reporter in reporters:
                 reporter.cancel()
+
+    async def _carry_out(
+        self, ws: aiohttp.ClientWebSocketResponse, tasks: asyncio.TaskGroup, action: Action
+    ) -> list[asyncio.Task[None]]:
+        """Do one action; returns the reporting tasks it started, if it started them."""
+        container_id = self.config.container_id
+        if isinstance(action, Register):
+            await ws.send_str((await self._registration(action.challenge)).to_json())
+        elif isinstance(action, StartReporting):
+            self.registered.set()
+            log.info("container %s registered", container_id)
+            return [
+                tasks.create_task(self._heartbeat(ws, action.interval_s)),
+                tasks.create_task(self._report_timings(ws)),
+            ]
+        elif isinstance(action, StartSession):
+            await self._start_session(ws, action.offer)
+        elif isinstance(action, RefuseSession):
+            log.warning("container %s: %s", container_id, action.reason)
+            await _send_end(ws, action.session_id, action.reason)
+        elif isinstance(action, EndSession):
+            await self._end_session(action.session_id, action.reason)
+        elif isinstance(action, AnswerChallenge):
+            tasks.create_task(self._answer_challenge(ws, action.challenge))
+        elif isinstance(action, RevealRows):
+            await self._reveal(ws, action.reveal)
+        elif isinstance(action, Note):
+            log.warning("container %s: %s", container_id, action.text)
+        else:
+            log.warning("container %s: %s", container_id, action.reason)
+        return []
 
     async def _answer_challenge(
         self, ws: aiohttp.ClientWebSocketResponse, message: p.InspectionChallenge
@@ -314,11 +329,7 @@ class ContainerAgent:
         session_id = offer.session
         cfg = self.config
         build = self.builds.get(offer.game)
-        width, height, fps = offer.width, offer.height, offer.fps  # its seat's shape
-        if build is not None and (shape := build.manifest.needs().shape) != (width, height, fps):
-            booked, runs = f"{width}x{height}@{fps}", "{}x{}@{}".format(*shape)
-            await _send_end(ws, session_id, f"{build.name} runs at {runs}, not the {booked} booked")
-            return
+        width, height, fps = offer.width, offer.height, offer.fps  # its seat's (IndexerLink)
         options = StreamOptions(
             width,
             height,

@@ -46,7 +46,7 @@ PURE_MODULES = frozenset(
         "builds.manifest", "builds.members",
         "signaling.authentication", "signaling.broker", "signaling.connections",
         "signaling.probing", "signaling.session", "signaling.sweep",
-        "streamer.feedback", "streamer.impairment", "streamer.pacing",
+        "streamer.feedback", "streamer.impairment", "streamer.indexer_link", "streamer.pacing",
         "verifier.bot_verdict", "verifier.frame_stats", "verifier.inspection",
         "verifier.live_sample", "verifier.reaction", "verifier.trace",
     }
