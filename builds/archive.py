@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
-from builds.errors import ArchiveError, BuildTooLargeError
+from builds.errors import ArchiveError, BuildTooLargeError, ManifestError, shown
 from builds.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from builds.members import ArchiveLimits, Member, MemberCheck, MemberKind
 
@@ -118,15 +118,39 @@ def _walk(path: Path, limits: ArchiveLimits, writer: _Writer | None) -> Inspecti
             raise ArchiveError(f"the {archive_format.value} archive is damaged: {exc}") from None
     if manifest is None:
         raise ArchiveError(_missing_manifest(check.members))
-    return Inspection(archive_format, tuple(check.members), check.unpacked_bytes,
-                      parse_manifest(manifest))  # fmt: skip
+    parsed = parse_manifest(manifest)
+    check_entry_file(parsed, check.members)
+    return Inspection(archive_format, tuple(check.members), check.unpacked_bytes, parsed)
+
+
+def check_entry_file(manifest: Manifest, members: list[Member]) -> None:
+    """Refuse a manifest whose entry runs no regular file of the archive, or a program that is
+    not executable: a build runs its own file, never one the container happens to have."""
+    field, path = manifest.entry_file
+    by_name = {member.name: member for member in members}
+    member = by_name.get(path)
+    if member is not None and member.kind is MemberKind.HARDLINK:
+        member = by_name.get(member.link)  # the file it shares; its mode is the one on disk
+    if member is None or member.kind is not MemberKind.FILE:
+        what = "no member" if path not in by_name else f"a {by_name[path].kind.value}"
+        raise ManifestError(
+            field,
+            f"{shown(path)} is {what} of the archive; the entry must run a regular file of the"
+            " build (see builds/MANIFEST.md)",
+        )
+    if field == "entry[0]" and not member.executable:
+        raise ManifestError(
+            field,
+            f"{shown(path)} is not executable in the archive; set its owner's execute bit"
+            " (zip: with a tool that stores Unix modes) or run it with python3",
+        )
 
 
 def _missing_manifest(members: list[Member]) -> str:
     nested = [m.name for m in members if posixpath.basename(m.name) == MANIFEST_NAME]
     if nested:
         return (
-            f"{MANIFEST_NAME} must be at the archive's root, not {nested[0]}: archive the"
+            f"{MANIFEST_NAME} must be at the archive's root, not {shown(nested[0])}: archive the"
             " build folder's contents rather than the folder"
         )
     return f"the archive has no {MANIFEST_NAME} at its root (see builds/MANIFEST.md)"
@@ -178,7 +202,9 @@ def _zip_members(source: IO[bytes], limits: ArchiveLimits) -> Iterator[Entry]:
     with zipfile.ZipFile(source) as archive:
         for info in archive.infolist():
             if info.flag_bits & 0x1:
-                raise ArchiveError(f"member {info.filename!r} is encrypted; upload it unencrypted")
+                raise ArchiveError(
+                    f"member {shown(info.filename)} is encrypted; upload it unencrypted"
+                )
             mode = info.external_attr >> 16 if info.create_system == 3 else 0  # 3: Unix
             kind = _MODE_KINDS.get(stat.S_IFMT(mode), MemberKind.OTHER) if mode else None
             if kind is None or stat.S_IFMT(mode) == 0:  # no Unix type: tell by the name

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from contracts.errors import GamecastError
 
+SHOWN_CHARS = 48  # of a name an archive or a build chose, in a message
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` (a member's name, a link's target: chosen by whoever made the archive) as a
+    message may quote it: quoted, control and other unprintable characters escaped as repr
+    does, and cut to its first `limit` characters with a marker saying how many were left off,
+    so that a refusal never carries a 4 KiB name or a terminal escape back to a log or a page."""
+    head = text[:limit]
+    quoted = repr(head)
+    return quoted if len(text) <= limit else f"{quoted}...[+{len(text) - limit} chars]"
+
 
 class BuildError(GamecastError):
     """Base of the builds' errors; the message says what to do about it."""
@@ -32,7 +44,7 @@ class UnsafeArchiveError(ArchiveError):
     (an absolute path, `..`, a link escaping the root, a device or fifo); `member` names it."""
 
     def __init__(self, member: str, message: str) -> None:
-        super().__init__(f"refused member {member!r}: {message}")
+        super().__init__(f"refused member {shown(member)}: {message}")
         self.member = member
 
 

@@ -317,7 +317,7 @@ def test_the_manifest_must_be_at_the_root(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError) as caught:
         inspect_archive(nested)
     assert str(caught.value) == (
-        "manifest.json must be at the archive's root, not arcade/manifest.json: archive the"
+        "manifest.json must be at the archive's root, not 'arcade/manifest.json': archive the"
         " build folder's contents rather than the folder"
     )
     bare = write_zip(tmp_path / "bare.zip", [zip_entry("game.py", GAME)])
@@ -398,3 +398,66 @@ def test_a_zip64_record_hidden_from_the_locator_still_counts(tmp_path: Path) -> 
     assert len(zipfile.ZipFile(path).infolist()) == 300  # what zipfile would load
     with pytest.raises(BuildTooLargeError, match="more than 2 members"):
         inspect_archive(path, ArchiveLimits(max_members=2))
+
+
+@pytest.mark.parametrize(
+    ("entry", "files", "field", "reason"),
+    [
+        (["python3", "main.py"], {}, "entry[1]", "'main.py' is no member of the archive"),
+        (["bin/game"], {}, "entry[0]", "'bin/game' is no member of the archive"),
+        (["python3", "assets"], {"assets/": b"", "assets/a.png": b"png"}, "entry[1]",
+         "'assets' is a directory of the archive"),
+    ],
+)  # fmt: skip
+def test_the_entry_must_run_a_regular_file_of_the_archive(
+    tmp_path: Path, entry: list[str], files: dict[str, bytes], field: str, reason: str
+) -> None:
+    archive = game_zip(tmp_path / "build.zip", manifest_bytes(entry=entry), **files)
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(archive)
+    assert (caught.value.field, str(caught.value)) == (
+        field,
+        f"manifest.json: {field}: {reason}; the entry must run a regular file of the build"
+        " (see builds/MANIFEST.md)",
+    )
+
+
+def test_an_entry_through_a_link_or_without_its_execute_bit_is_refused(tmp_path: Path) -> None:
+    linked = write_tar(
+        tmp_path / "linked.tar.gz",
+        [tar_entry("manifest.json", manifest_bytes(entry=["python3", "run.py"])),
+         tar_entry("game.py", GAME), tar_entry("run.py", kind=tarfile.SYMTYPE, link="game.py")],
+    )  # fmt: skip
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(linked)
+    assert str(caught.value) == (
+        "manifest.json: entry[1]: 'run.py' is a symbolic link of the archive; the entry must"
+        " run a regular file of the build (see builds/MANIFEST.md)"
+    )
+    plain = write_zip(
+        tmp_path / "plain.zip",
+        [zip_entry("manifest.json", manifest_bytes(entry=["bin/game"])),
+         zip_entry("bin/game", b"\x7fELF", stat.S_IFREG | 0o644)],
+    )  # fmt: skip
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(plain)
+    assert str(caught.value) == (
+        "manifest.json: entry[0]: 'bin/game' is not executable in the archive; set its owner's"
+        " execute bit (zip: with a tool that stores Unix modes) or run it with python3"
+    )
+
+
+def test_a_program_of_the_build_and_the_example_build_are_accepted(tmp_path: Path) -> None:
+    native = write_tar(
+        tmp_path / "native.tar.gz",
+        [tar_entry("manifest.json", manifest_bytes(entry=["./bin/game", "--fast"])),
+         tar_entry("bin/game", b"\x7fELF", mode=0o755),
+         tar_entry("bin/run", kind=tarfile.LNKTYPE, link="bin/game")],
+    )  # fmt: skip
+    assert inspect_archive(native).manifest.entry == ("./bin/game", "--fast")
+    example = Path(__file__).resolve().parent.parent / "examples" / "arcade"
+    files = {p.name: p.read_bytes() for p in example.iterdir() if p.is_file()}
+    arcade = write_zip(
+        tmp_path / "arcade.zip", [zip_entry(name, data) for name, data in files.items()]
+    )
+    assert inspect_archive(arcade).manifest.entry == ("python3", "game.py")
