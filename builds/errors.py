@@ -22,6 +22,13 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     return quoted if len(text) <= limit else f"{quoted}...[+{len(text) - limit} chars]"
 
 
+def escaped(text: str, limit: int) -> str:
+    """`text` with control characters escaped, cut to `limit` characters with a marker: for
+    messages of other libraries, which may quote a name the archive chose."""
+    body = repr(text[:limit])[1:-1]
+    return body if len(text) <= limit else f"{body}...[+{len(text) - limit} chars]"
+
+
 class BuildError(GamecastError):
     """Base of the builds' errors; the message says what to do about it."""
 

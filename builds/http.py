@@ -40,6 +40,7 @@ from builds.errors import (
     ManifestError,
     StudioKeyError,
     UnsafeArchiveError,
+    shown,
 )
 from builds.studio_keys import StudioKeys
 
@@ -155,7 +156,7 @@ def _refusal(exc: BuildError) -> web.Response:
     elif isinstance(exc, ManifestError):
         body["field"] = exc.field
     elif isinstance(exc, UnsafeArchiveError):
-        body["member"] = exc.member
+        body["member"] = shown(exc.member)  # the studio's own name, cut short and escaped
     if status == 500:
         log.error("build catalog failure: %s", exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
