@@ -96,3 +96,17 @@ class UploadError(BuildError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class DownloadRefusedError(BuildError):
+    """A request for a build's archive is refused: it is not signed by a live host key nor
+    made with the key of the studio that owns the build. `status` is 401 (no valid
+    credentials) or 403 (valid, but not for this build); `code` is stable for programs:
+    "missing", "malformed", "stale", "replayed", "busy", the host key's own codes
+    ("unknown_key", "revoked_key", "bad_signature"), the studio key's, or "not_yours"."""
+
+    def __init__(self, code: str, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.status = status

@@ -17,16 +17,19 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import hdrs
 
 from builds.archive import CHUNK, DEFAULT_LIMITS, extract_archive, remove_tree
 from builds.catalog import SHA256
 from builds.errors import BuildError, DeployError
 from builds.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from builds.members import ArchiveLimits
+from contracts.signing import HostCredentials, sign_download
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +54,27 @@ async def deploy(
     sha256: str,
     root: Path,
     limits: ArchiveLimits = DEFAULT_LIMITS,
+    *,
+    host_key: HostCredentials | None = None,
 ) -> DeployedBuild:
     """Make the build `sha256` of the server at `server_url` (http://HOST:PORT) deployed under
-    `root`: at once when it already is, else fetched, verified and unpacked. Raises
-    DeployError saying what failed; nothing partial is left under `root`."""
+    `root`: at once when it already is, else fetched, verified and unpacked. The fetch is
+    signed with `host_key` (builds/downloads.py); None fetches unsigned, which only a network
+    without host keys serves. Raises DeployError saying what failed; nothing partial is left
+    under `root`."""
     if not SHA256.fullmatch(sha256):
         raise DeployError(f"{sha256!r} is not a sha256: 64 lowercase hex digits")
     there = await asyncio.to_thread(_deployed, root / sha256)
     if there is not None:
         return there
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    archive = await _download(http, f"{server_url.rstrip('/')}/api/builds/{sha256}/archive",
-                              sha256, root, limits)  # fmt: skip
+    path = f"/api/builds/{sha256}/archive"
+    headers: dict[str, str] = {}
+    if host_key is not None:
+        signed = sign_download(host_key, "GET", path, time.time())
+        headers[str(hdrs.AUTHORIZATION)] = signed.header()
+    archive = await _download(http, f"{server_url.rstrip('/')}{path}", sha256, root, limits,
+                              headers=headers)  # fmt: skip
     try:
         return await asyncio.to_thread(_unpack, archive, sha256, root, limits)
     finally:
@@ -91,7 +103,13 @@ def _deployed(path: Path) -> DeployedBuild | None:
 
 
 async def _download(
-    http: aiohttp.ClientSession, url: str, sha256: str, root: Path, limits: ArchiveLimits
+    http: aiohttp.ClientSession,
+    url: str,
+    sha256: str,
+    root: Path,
+    limits: ArchiveLimits,
+    *,
+    headers: dict[str, str],
 ) -> Path:
     """The archive at `url` in a temporary file under `root`, its sha256 checked."""
     fd, name = tempfile.mkstemp(dir=root, prefix=".download-", suffix=".tmp")
@@ -100,7 +118,7 @@ async def _download(
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            async with http.get(url) as response:
+            async with http.get(url, headers=headers) as response:
                 if response.status != 200:
                     raise DeployError(
                         f"{url} answered {response.status}: {await _reason(response)}"
