@@ -25,7 +25,7 @@ from builds.errors import DeployError
 from contracts import protocol as p
 from contracts.signing import HostCredentials
 from streamer.build_run import build_frames
-from streamer.deploy import DeployedBuild, deploy, deployed_builds
+from streamer.deploy import BuildFault, DeployedBuild, deploy, deployed_builds, verify_build
 from streamer.game_process import GameExit
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.inspected import ChallengeSolver
@@ -104,6 +104,7 @@ class ContainerAgent:
         self.builds: dict[str, DeployedBuild] = {}  # by name: what sessions may ask to play
         # (session, how its game ended): the latest GAME_EXITS_KEPT, for the operator
         self.game_exits: deque[tuple[str, GameExit]] = deque(maxlen=GAME_EXITS_KEPT)
+        self.build_faults: deque[BuildFault] = deque(maxlen=GAME_EXITS_KEPT)  # altered on disk
         self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
 
@@ -287,7 +288,7 @@ class ContainerAgent:
                         "container %s: %s not deployed: %s", self.config.container_id, name, exc
                     )
         # What was just fetched wins over older versions still unpacked beside it.
-        on_disk = await asyncio.to_thread(deployed_builds, root)  # reads every manifest
+        on_disk = await asyncio.to_thread(deployed_builds, root, self.build_faults.append)
         self.builds = {build.name: build for build in on_disk} | fetched
         if self.builds:
             log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
@@ -298,6 +299,11 @@ class ContainerAgent:
         session_id = offer.session
         cfg = self.config
         build = self.builds.get(offer.game)
+        if build and (
+            refused := await asyncio.to_thread(verify_build, build, self.build_faults.append)
+        ):
+            await _send_end(ws, session_id, refused)  # altered on disk, and not deployable again
+            return
         width, height, fps = offer.width, offer.height, offer.fps  # its seat's shape
         if build is not None and (shape := build.manifest.needs().shape) != (width, height, fps):
             booked, runs = f"{width}x{height}@{fps}", "{}x{}@{}".format(*shape)
