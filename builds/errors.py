@@ -9,6 +9,25 @@ from __future__ import annotations
 
 from contracts.errors import GamecastError
 
+SHOWN_CHARS = 48  # of a name an archive or a build chose, in a message
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` (a member's name, a link's target: chosen by whoever made the archive) as a
+    message may quote it: quoted, control and other unprintable characters escaped as repr
+    does, and cut to its first `limit` characters with a marker saying how many were left off,
+    so that a refusal never carries a 4 KiB name or a terminal escape back to a log or a page."""
+    head = text[:limit]
+    quoted = repr(head)
+    return quoted if len(text) <= limit else f"{quoted}...[+{len(text) - limit} chars]"
+
+
+def escaped(text: str, limit: int) -> str:
+    """`text` with control characters escaped, cut to `limit` characters with a marker: for
+    messages of other libraries, which may quote a name the archive chose."""
+    body = repr(text[:limit])[1:-1]
+    return body if len(text) <= limit else f"{body}...[+{len(text) - limit} chars]"
+
 
 class BuildError(GamecastError):
     """Base of the builds' errors; the message says what to do about it."""
@@ -32,7 +51,7 @@ class UnsafeArchiveError(ArchiveError):
     (an absolute path, `..`, a link escaping the root, a device or fifo); `member` names it."""
 
     def __init__(self, member: str, message: str) -> None:
-        super().__init__(f"refused member {member!r}: {message}")
+        super().__init__(f"refused member {shown(member)}: {message}")
         self.member = member
 
 
@@ -76,4 +95,18 @@ class UploadError(BuildError):
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
+        self.status = status
+
+
+class DownloadRefusedError(BuildError):
+    """A request for a build's archive is refused: it is not signed by a live host key nor
+    made with the key of the studio that owns the build. `status` is 401 (no valid
+    credentials) or 403 (valid, but not for this build); `code` is stable for programs:
+    "missing", "malformed", "stale", "replayed", "busy", the host key's own codes
+    ("unknown_key", "revoked_key", "bad_signature"), the studio key's, or "not_yours"."""
+
+    def __init__(self, code: str, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
         self.status = status

@@ -5,7 +5,12 @@
                                     the build, or 200 when these bytes were stored before.
   GET  /api/builds                  {"builds": [build, ...]}, oldest first
   GET  /api/builds/{sha256}         one build
-  GET  /api/builds/{sha256}/archive the archive's bytes, for containers (streamed from disk)
+  GET  /api/builds/{sha256}/archive the archive's bytes (streamed from disk), for its studio
+                                    (`Authorization: Bearer <key>`) and the network's
+                                    containers (`Authorization: Gamecast-Host ...`, signed
+                                    with a host key: builds/downloads.py); 401 or 403 with
+                                    {"error", "code"} otherwise. A server without host keys
+                                    (no `host_keys` given) serves archives to anyone.
 
 A build is BuildRecord.to_json(): name, version, sha256, size, format, studio, uploaded_at,
 manifest. Refusals are JSON {"error": reason} (plus "code", "field" or "member" where the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,15 +37,18 @@ from aiohttp import hdrs, web
 
 from builds.archive import CHUNK
 from builds.catalog import SHA256, BuildCatalog, BuildRecord
+from builds.downloads import DownloadGate, FreshNonces, HostVerifier
 from builds.errors import (
     ArchiveError,
     BuildConflictError,
     BuildError,
     BuildOwnershipError,
     BuildTooLargeError,
+    DownloadRefusedError,
     ManifestError,
     StudioKeyError,
     UnsafeArchiveError,
+    shown,
 )
 from builds.studio_keys import StudioKeys
 
@@ -65,10 +74,18 @@ def add_build_routes(
     catalog: BuildCatalog,
     keys: StudioKeys,
     clock: Callable[[], str] = utc_now,
+    *,
+    host_keys: HostVerifier | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> None:
-    """Serve `catalog` on `app`, uploads authenticated by `keys`; `clock` stamps uploads."""
+    """Serve `catalog` on `app`, uploads authenticated by `keys`; `clock` stamps uploads.
+    Archives go to their studio and to containers whose signature `host_keys` verifies (at
+    `wall_clock`'s time); without `host_keys`, to anyone, as registrations are then unsigned."""
     app[CATALOG] = catalog
-    api = _BuildApi(catalog, keys, clock)
+    if host_keys is None:
+        log.warning("build archives are served to anyone: no host key store configured")
+    gate = None if host_keys is None else DownloadGate(keys, host_keys, FreshNonces())
+    api = _BuildApi(catalog, keys, clock, gate, wall_clock)
     app.router.add_post("/api/builds", api.upload)
     app.router.add_get("/api/builds", api.list_builds)
     app.router.add_get("/api/builds/{sha256}", api.one_build)
@@ -76,10 +93,19 @@ def add_build_routes(
 
 
 class _BuildApi:
-    def __init__(self, catalog: BuildCatalog, keys: StudioKeys, clock: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        catalog: BuildCatalog,
+        keys: StudioKeys,
+        clock: Callable[[], str],
+        gate: DownloadGate | None,
+        wall_clock: Callable[[], float],
+    ) -> None:
         self.catalog = catalog
         self.keys = keys
         self.clock = clock
+        self.gate = gate
+        self.wall_clock = wall_clock
 
     async def upload(self, request: web.Request) -> web.Response:
         limit = self.catalog.limits.max_archive_bytes
@@ -125,6 +151,17 @@ class _BuildApi:
         found = await self._find(request)
         if isinstance(found, web.Response):
             return found
+        if self.gate is not None:
+            header = request.headers.get(hdrs.AUTHORIZATION)
+            try:
+                who = await asyncio.to_thread(
+                    self.gate.allow, header, request.method, request.path, found.studio,
+                    self.wall_clock(),
+                )  # fmt: skip
+            except BuildError as exc:
+                return _refusal(exc)
+            log.info("build %s (%s) downloaded by %s", found.manifest.name, found.sha256,
+                     who.describe())  # fmt: skip
         name = f"{found.manifest.name}-{found.manifest.version}.{found.format.value}"
         return web.FileResponse(
             self.catalog.archive_path(found),
@@ -150,15 +187,19 @@ class _BuildApi:
 def _refusal(exc: BuildError) -> web.Response:
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
     body: dict[str, Any] = {}
-    if isinstance(exc, StudioKeyError):
+    if isinstance(exc, DownloadRefusedError):
+        status = exc.status
+        body["code"] = exc.code
+    elif isinstance(exc, StudioKeyError):
         body["code"] = exc.code
     elif isinstance(exc, ManifestError):
         body["field"] = exc.field
     elif isinstance(exc, UnsafeArchiveError):
-        body["member"] = exc.member
+        body["member"] = shown(exc.member)  # the studio's own name, cut short and escaped
     if status == 500:
         log.error("build catalog failure: %s", exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    challenge = "Bearer, Gamecast-Host" if isinstance(exc, DownloadRefusedError) else "Bearer"
+    headers = {"WWW-Authenticate": challenge} if status == 401 else None
     return _error(status, str(exc), body, headers)
 
 

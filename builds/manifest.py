@@ -32,6 +32,17 @@ FPS_RANGE = (1, 240)
 VRAM_RANGE = (0, 1024 * 1024)  # MiB: up to 1 TiB
 CPU_RANGE = (1, 1024)
 RAM_RANGE = (0, 4 * 1024 * 1024)  # MiB: up to 4 TiB
+# Programs the container provides that an entry may name, each followed by a script inside the
+# build; what each one means on the container (builds/MANIFEST.md lists them).
+INTERPRETERS = {
+    "python3": "gamecast's own Python interpreter on the container",
+    "python": "the same interpreter as python3",
+}
+# Named in refusals: an entry never starts a shell or a launcher, in the build or not.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "ash",
+                    "busybox", "env", "exec", "nohup", "setsid", "sudo", "su", "xargs",
+                    "perl", "ruby", "node", "lua", "awk"})  # fmt: skip
+MAX_PATH_BYTES = 4096
 BUILT_IN_GAMES = frozenset({"reference"})  # served by every container; no build may take it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _VERSION = re.compile(r"[0-9A-Za-z.+-]{1,32}")
@@ -66,6 +77,22 @@ class Manifest:
     requires: Needs
     inputs: tuple[str, ...]
     price_ceiling_per_minute: float | None = None
+
+    @property
+    def entry_file(self) -> tuple[str, str]:
+        """The build's file the entry runs, as (field, path inside the build): the program
+        itself ("entry[0]"), or the script an interpreter runs ("entry[1]")."""
+        if self.entry[0] in INTERPRETERS:
+            return "entry[1]", self.entry[1].removeprefix("./")
+        return "entry[0]", self.entry[0].removeprefix("./")
+
+    def command(self, folder: str, python: str) -> list[str]:
+        """The argv that starts this build unpacked in `folder`: a program by its path under
+        `folder` (never looked up on PATH), an interpreter as the container's own `python`."""
+        first, *rest = self.entry
+        if first in INTERPRETERS:
+            return [python, f"{folder.rstrip('/')}/{rest[0].removeprefix('./')}", *rest[1:]]
+        return [f"{folder.rstrip('/')}/{first.removeprefix('./')}", *rest]
 
     def needs(self) -> BuildNeeds:
         """What playing this build takes: the host it needs and the shape it streams at."""
@@ -163,6 +190,9 @@ def _price_ceiling(value: object) -> float | None:
 
 
 def _entry(value: object) -> tuple[str, ...]:
+    """The argv, its program checked: a file of the build or an allowed interpreter and a
+    script of the build. A program is kept as "./path", so that even a runner that hands
+    argv to exec as written runs the build's file and never looks the name up on PATH."""
     expected = f"a list of 1 to {MAX_ENTRY_ARGS} non-empty strings (the command's argv)"
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_ENTRY_ARGS:
         raise ManifestError("entry", f"expected {expected}, got {_shown(value)}")
@@ -173,7 +203,48 @@ def _entry(value: object) -> tuple[str, ...]:
                 f"expected a string of 1 to {MAX_ARG_CHARS} characters without NUL,"
                 f" got {_shown(arg)}",
             )
-    return tuple(value)
+    first = value[0]
+    interpreters = ", ".join(INTERPRETERS)
+    allowed = (
+        "a program inside the build (a relative path such as 'bin/game') or an interpreter"
+        f" the container provides ({interpreters}) followed by a script inside the build"
+    )
+    if first in INTERPRETERS:
+        if len(value) < 2:
+            raise ManifestError("entry", f"{first} needs a script inside the build after it")
+        _build_path(value[1], "entry[1]", f"the script {first} runs")
+        return tuple(value)
+    name = first.rstrip("/").rsplit("/", 1)[-1]
+    if name in SHELLS:
+        raise ManifestError(
+            "entry[0]",
+            f"{_shown(first)} is a shell or a launcher, which an entry never starts; expected"
+            f" {allowed}",
+        )
+    if first.startswith("/"):
+        raise ManifestError(
+            "entry[0]", f"{_shown(first)} is a path outside the build; expected {allowed}"
+        )
+    path = _build_path(first, "entry[0]", allowed)
+    return (f"./{path}", *value[1:])
+
+
+def _build_path(value: str, field: str, expected: str) -> str:
+    """`value` as a normalised path inside the build ("./" in front allowed, then dropped)."""
+    path = value.removeprefix("./")
+    parts = path.split("/")
+    if (
+        path.startswith(("/", "-"))
+        or "\\" in path
+        or len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ManifestError(
+            field,
+            f"expected {expected}: a relative path inside the build, without '..', '.' or"
+            " empty parts, not starting with '/' or '-', got " + _shown(value),
+        )
+    return path
 
 
 def _resolution(value: object) -> tuple[int, int]:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from builds.errors import BuildTooLargeError, UnsafeArchiveError
+from builds.errors import BuildTooLargeError, UnsafeArchiveError, shown
 
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
@@ -102,17 +102,17 @@ def check_symlink_target(name: str, target: str) -> None:
     ):
         raise UnsafeArchiveError(name, "the link's target is empty, too long or holds NUL")
     if target.startswith("/") or "\\" in target or _DRIVE.match(target):
-        raise UnsafeArchiveError(name, f"the link points to an absolute path {target!r}")
+        raise UnsafeArchiveError(name, f"the link points to an absolute path {shown(target)}")
     parts = [part for part in target.split("/") if part not in ("", ".")]
     ups = 0
     while ups < len(parts) and parts[ups] == "..":
         ups += 1
     if ".." in parts[ups:]:
         raise UnsafeArchiveError(
-            name, f"the link's target {target!r} has '..' after a folder; put every '..' first"
+            name, f"the link's target {shown(target)} has '..' after a folder; put every '..' first"
         )
     if ups > name.count("/"):  # one '..' per folder the link lies in, at most
-        raise UnsafeArchiveError(name, f"the link points outside the build: {target!r}")
+        raise UnsafeArchiveError(name, f"the link points outside the build: {shown(target)}")
 
 
 class MemberCheck:
@@ -158,7 +158,7 @@ class MemberCheck:
                 raise UnsafeArchiveError(raw_name, f"its target is unsafe: {exc}") from None
             if self._kinds.get(link) not in (MemberKind.FILE, MemberKind.HARDLINK):
                 raise UnsafeArchiveError(
-                    raw_name, f"the hard link's target {link!r} is not an earlier file"
+                    raw_name, f"the hard link's target {shown(link)} is not an earlier file"
                 )
         if kind is MemberKind.FILE:
             if size < 0:
@@ -167,7 +167,7 @@ class MemberCheck:
             if self.unpacked_bytes > self.limits.max_unpacked_bytes:
                 raise BuildTooLargeError(
                     f"the archive unpacks to more than {self.limits.max_unpacked_bytes} bytes"
-                    f" (reached at member {raw_name!r})"
+                    f" (reached at member {shown(raw_name)})"
                 )
         member = Member(
             name, kind, size if kind is MemberKind.FILE else 0, link, bool(mode & 0o100)
@@ -182,7 +182,8 @@ class MemberCheck:
             kind = self._kinds.get(parent)
             if kind is not None and kind is not MemberKind.DIRECTORY:
                 raise UnsafeArchiveError(
-                    raw_name, f"it lies inside {parent!r}, which is a {kind.value}, not a folder"
+                    raw_name,
+                    f"it lies inside {shown(parent)}, which is a {kind.value}, not a folder",
                 )
             self._folders.add(parent)
             parent = posixpath.dirname(parent)

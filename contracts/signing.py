@@ -169,3 +169,90 @@ class HostCredentials:
         challenge: the key and challenge filled in, then the signature over the wire JSON."""
         message = replace(message, key_id=self.key_id, challenge=challenge)
         return replace(message, signature=self.sign(challenge, json.loads(message.to_json())))
+
+
+# Signed build downloads -------------------------------------------------------------------------
+
+DOWNLOAD_DOMAIN = b"gamecast-download-v1\n"  # never verifies as a registration, nor one as this
+DOWNLOAD_SCHEME = "Gamecast-Host"
+DOWNLOAD_WINDOW_S = 60  # how far a download's timestamp may be from the server's clock
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22,64}")
+_AUTH_FIELD = re.compile(r"\s*([a-z_]+)=([A-Za-z0-9_-]+)\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadAuthorization:
+    """A container's signed request for one build archive: `Authorization: Gamecast-Host
+    key_id=hk_..., ts=<unix seconds>, nonce=<base64url>, sig=<base64url>`.
+
+    The signature covers the method and path asked for, the timestamp and the nonce (see
+    `download_signing_bytes`). Why a timestamp and a nonce rather than a challenge: a download
+    is one plain HTTP request, and a challenge would need a second round trip and state per
+    pending challenge on every indexer; a signed timestamp bounds a captured header's life to
+    the window (DOWNLOAD_WINDOW_S either side of the server's clock), and the server keeps the
+    nonces it accepted for that long, so within the window a header is accepted once. A
+    captured header can only ever fetch the archive it names, which is the one its container
+    fetched anyway.
+    """
+
+    key_id: str
+    timestamp: int
+    nonce: str
+    signature: str
+
+    def header(self) -> str:
+        return (
+            f"{DOWNLOAD_SCHEME} key_id={self.key_id}, ts={self.timestamp}, nonce={self.nonce},"
+            f" sig={self.signature}"
+        )
+
+    @classmethod
+    def parse(cls, value: str) -> DownloadAuthorization:
+        """The authorization in an `Authorization` header's value; HostKeyError "malformed"."""
+        scheme, _, rest = value.partition(" ")
+        fields: dict[str, str] = {}
+        for part in rest.split(",") if scheme == DOWNLOAD_SCHEME else ():
+            match = _AUTH_FIELD.fullmatch(part)
+            if match is None or match[1] in fields:
+                break
+            fields[match[1]] = match[2]
+        key_id, ts, nonce, sig = (fields.get(name, "") for name in ("key_id", "ts", "nonce", "sig"))
+        if (
+            set(fields) != {"key_id", "ts", "nonce", "sig"}
+            or not KEY_ID.fullmatch(key_id)
+            or not ts.isdigit()
+            or len(ts) > 12
+            or not _NONCE.fullmatch(nonce)
+            or not SIGNATURE.fullmatch(sig)
+        ):
+            raise HostKeyError(
+                "malformed",
+                f"expected '{DOWNLOAD_SCHEME} key_id=hk_<16 hex>, ts=<unix seconds>,"
+                " nonce=<22 to 64 base64url>, sig=<86 base64url>'",
+            )
+        return cls(key_id, int(ts), nonce, sig)
+
+    def signed_bytes(self, method: str, path: str) -> bytes:
+        return download_signing_bytes(self.key_id, method, path, self.timestamp, self.nonce)
+
+
+def download_signing_bytes(
+    key_id: str, method: str, path: str, timestamp: int, nonce: str
+) -> bytes:
+    """What a download's signature covers: the domain tag, then one line each for the key id,
+    the method, the path (e.g. /api/builds/<sha256>/archive), the timestamp and the nonce."""
+    fields = (key_id, method, path, str(timestamp), nonce)
+    if any("\n" in field for field in fields):
+        raise HostKeyError("malformed", "a signed download's fields are single lines")
+    return DOWNLOAD_DOMAIN + "\n".join(fields).encode()
+
+
+def sign_download(
+    credentials: HostCredentials, method: str, path: str, now: float
+) -> DownloadAuthorization:
+    """A fresh authorization for `method path` at unix time `now`, with a random nonce."""
+    nonce = b64encode(os.urandom(18))
+    timestamp = int(now)
+    signed = download_signing_bytes(credentials.key_id, method, path, timestamp, nonce)
+    signature = b64encode(credentials.private_key.sign(signed))
+    return DownloadAuthorization(credentials.key_id, timestamp, nonce, signature)

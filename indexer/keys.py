@@ -110,12 +110,31 @@ def verify_registration(
             "wrong_challenge",
             "the registration answers another connection's challenge; sign this one's",
         )
+    return _verified(key, signature, signed, "this registration and challenge")
+
+
+def verify_signature(store: KeyStore, key_id: str, signature: str, signed: bytes) -> HostKey:
+    """The live key that made `signature` over `signed` (bytes with their own domain tag, such
+    as contracts.signing.download_signing_bytes), or HostKeyError ("malformed", "unknown_key",
+    "revoked_key", "bad_signature"). Pure, like `verify_registration`."""
+    if not isinstance(signature, str) or not SIGNATURE.fullmatch(signature):
+        raise HostKeyError("malformed", "the signature is not 86 base64url characters")
+    key = store.get(key_id)
+    if key is None:
+        raise HostKeyError("unknown_key", f"no key {key_id} was issued here")
+    if key.revoked:
+        raise HostKeyError(
+            "revoked_key", f"key {key_id} of host {key.host!r} was revoked at {key.revoked_at}"
+        )
+    return _verified(key, signature, signed, "this request")
+
+
+def _verified(key: HostKey, signature: str, signed: bytes, what: str) -> HostKey:
     try:
         Ed25519PublicKey.from_public_bytes(key.public_key).verify(b64decode(signature), signed)
     except InvalidSignature:
         raise HostKeyError(
-            "bad_signature",
-            f"the signature does not match key {key_id} and this registration and challenge",
+            "bad_signature", f"the signature does not match key {key.key_id} and {what}"
         ) from None
     return key
 

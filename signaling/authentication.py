@@ -9,11 +9,13 @@ kept is `IdOwners`' business: this process's memory, or Redis when indexers shar
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Protocol
 
+from builds.errors import CatalogError
 from contracts import protocol as p
 from indexer import keys
-from indexer.keys import KeyStore
+from indexer.keys import KeyStore, KeyStoreError
 
 
 class Authenticator(Protocol):
@@ -65,3 +67,18 @@ class HostKeys:
             raise p.ProtocolError(
                 "conflict", f"{kind} id {name!r} belongs to another key; choose another id"
             )
+
+
+def download_verifier(store: KeyStore) -> Callable[[str, str, bytes], str]:
+    """The builds' host-key seam (builds.downloads.HostVerifier) over the issued keys: the
+    host's label for a live key's good signature, else HostKeyError; an unreadable store is
+    the server's fault (CatalogError: 500), never the container's."""
+
+    def verify(key_id: str, signature: str, signed: bytes) -> str:
+        try:
+            store.reload_if_changed()  # the CLI may have revoked a key since
+        except KeyStoreError as exc:
+            raise CatalogError(str(exc)) from None
+        return keys.verify_signature(store, key_id, signature, signed).host
+
+    return verify

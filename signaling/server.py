@@ -39,7 +39,7 @@ from indexer.shared_registry import SharedRegistry
 from indexer.store import MemoryStore, RegistryStore
 from judge.coordinator import Coordinator
 from judge.desk import VerificationDesk
-from signaling.authentication import HostKeys, MemoryIdOwners
+from signaling.authentication import HostKeys, MemoryIdOwners, download_verifier
 from signaling.broker import Outgoing, SessionBroker
 from signaling.bus import SignalBus
 from signaling.config import (
@@ -82,9 +82,12 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app[STARTED] = time.time()
+    host_keys = None if config.host_keys is None else KeyStore.load(config.host_keys)
     if config.builds_dir is not None:  # before the broker, which reads builds' manifests
         catalog = BuildCatalog(config.builds_dir, config.build_limits)
-        add_build_routes(app, catalog, StudioKeys(config.builds_dir / STUDIO_KEYS_FILE))
+        verifier = None if host_keys is None else download_verifier(host_keys)
+        studios = StudioKeys(config.builds_dir / STUDIO_KEYS_FILE)
+        add_build_routes(app, catalog, studios, host_keys=verifier)
     if config.redis_url is None:
         liveness = config.liveness
         registry = ContainerRegistry(
@@ -97,8 +100,8 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app[COUNTERS] = {"errors": 0}
     app[SOCKETS] = weakref.WeakSet()
     app[KEY_OF] = MemoryIdOwners()
-    if config.host_keys is not None:
-        app[KEYS] = KeyStore.load(config.host_keys)
+    if host_keys is not None:
+        app[KEYS] = host_keys
     else:
         log.warning("registrations are not authenticated: no host key store configured")
     app.on_shutdown.append(_close_sockets)

@@ -24,7 +24,7 @@ from builds.errors import DeployError
 from contracts import protocol as p
 from contracts.signing import HostCredentials
 from streamer.build_run import build_frames
-from streamer.deploy import DeployedBuild, deploy, deployed_builds
+from streamer.deploy import BuildFault, DeployedBuild, deploy, deployed_builds, verify_build
 from streamer.game_process import GameExit
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.indexer_link import (
@@ -118,6 +118,7 @@ class ContainerAgent:
         self.builds: dict[str, DeployedBuild] = {}  # by name: what sessions may ask to play
         # (session, how its game ended): the latest GAME_EXITS_KEPT, for the operator
         self.game_exits: deque[tuple[str, GameExit]] = deque(maxlen=GAME_EXITS_KEPT)
+        self.build_faults: deque[BuildFault] = deque(maxlen=GAME_EXITS_KEPT)  # altered on disk
         self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
 
@@ -312,13 +313,14 @@ class ContainerAgent:
                 try:
                     if not versions:
                         raise DeployError(f"the indexer at {base} has no build named {name!r}")
-                    fetched[name] = await deploy(http, base, versions[-1]["sha256"], root)
+                    sha256, key = versions[-1]["sha256"], self.config.host_key
+                    fetched[name] = await deploy(http, base, sha256, root, host_key=key)
                 except DeployError as exc:  # one bad build must not take the others down
                     log.error(
                         "container %s: %s not deployed: %s", self.config.container_id, name, exc
                     )
         # What was just fetched wins over older versions still unpacked beside it.
-        on_disk = await asyncio.to_thread(deployed_builds, root)  # reads every manifest
+        on_disk = await asyncio.to_thread(deployed_builds, root, self.build_faults.append)
         self.builds = {build.name: build for build in on_disk} | fetched
         if self.builds:
             log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
@@ -329,6 +331,11 @@ class ContainerAgent:
         session_id = offer.session
         cfg = self.config
         build = self.builds.get(offer.game)
+        if build and (
+            refused := await asyncio.to_thread(verify_build, build, self.build_faults.append)
+        ):
+            await _send_end(ws, session_id, refused)  # altered on disk, and not deployable again
+            return
         width, height, fps = offer.width, offer.height, offer.fps  # its seat's (IndexerLink)
         options = StreamOptions(
             width,

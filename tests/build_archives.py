@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,75 @@ def game_tar(path: Path, manifest: bytes | None = None, **extra: bytes) -> Path:
 def files_under(folder: Path) -> list[str]:
     """Every path under `folder`, relative, sorted: what a test expects to be there or not."""
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@dataclass
+class RawMember:
+    """One member of a zip written byte by byte (`raw_zip`): whatever a field is set to is
+    written, true or not; `local` and `central` override single fields of one header
+    ("name", "flags", "method", "crc", "compressed", "size", "offset" for central)."""
+
+    name: str
+    content: bytes = b""
+    method: int = zipfile.ZIP_DEFLATED
+    mode: int = stat.S_IFREG | 0o644
+    data: bytes | None = None  # the compressed bytes; None: `content` compressed by `method`
+    before: bytes = b""  # written just before the local header: data hidden between members
+    local: dict[str, Any] = field(default_factory=dict)
+    central: dict[str, Any] = field(default_factory=dict)
+
+
+def raw_zip(
+    path: Path,
+    members: list[RawMember],
+    *,
+    before_directory: bytes = b"",
+    after_end: bytes = b"",
+    count: int | None = None,
+) -> Path:
+    """A zip of `members` with no tool between the test and the bytes: hostile layouts."""
+    out = bytearray()
+    centrals = []
+    for member in members:
+        if member.data is not None:
+            data = member.data
+        elif member.method == zipfile.ZIP_DEFLATED:
+            packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+            data = packer.compress(member.content) + packer.flush()
+        else:
+            data = member.content
+        true = {"name": member.name.encode(), "flags": 0, "method": member.method,
+                "crc": zlib.crc32(member.content), "compressed": len(data),
+                "size": len(member.content)}  # fmt: skip
+        out += member.before
+        header = true | {"offset": len(out)} | member.central
+        local = true | member.local
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, local["flags"], local["method"], 0,
+                           0x21, local["crc"], local["compressed"], local["size"],
+                           len(local["name"]), 0) + local["name"] + data  # fmt: skip
+        central = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 0x0314, 20, header["flags"],
+                              header["method"], 0, 0x21, header["crc"], header["compressed"],
+                              header["size"], len(header["name"]), 0, 0, 0, 0,
+                              member.mode << 16, header["offset"])  # fmt: skip
+        centrals.append(central + header["name"])
+    out += before_directory
+    directory_at = len(out)
+    for central in centrals:
+        out += central
+    number = len(members) if count is None else count
+    out += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, number, number,
+                       len(out) - directory_at, directory_at, 0)  # fmt: skip
+    path.write_bytes(bytes(out + after_end))
+    return path
+
+
+def honest_members(**extra: bytes) -> list[RawMember]:
+    """The honest build as `raw_zip` members: manifest.json, an executable game.py, `extra`."""
+    return [RawMember("manifest.json", manifest_bytes()),
+            RawMember("game.py", GAME, mode=stat.S_IFREG | 0o755),
+            *(RawMember(name, data) for name, data in extra.items())]  # fmt: skip
+
+
+def tar_gz_bytes(raw: bytes) -> bytes:
+    """`raw` (a tar stream) gzipped, as an upload sends a tar.gz."""
+    return gzip.compress(raw)

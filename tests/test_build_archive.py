@@ -261,7 +261,7 @@ def test_a_zip_bomb_is_refused_by_its_unpacked_size(tmp_path: Path, dest: Path) 
     assert files_under(dest) == ["game.py", "manifest.json"]
 
 
-def test_a_zip_whose_header_understates_a_member_is_refused_as_damaged(
+def test_a_zip_whose_headers_understate_a_member_is_refused_at_the_declared_size(
     tmp_path: Path, dest: Path
 ) -> None:
     archive = game_zip(tmp_path / "liar.zip", **{"zeros.bin": bytes(100_000)})
@@ -274,10 +274,12 @@ def test_a_zip_whose_header_understates_a_member_is_refused_as_damaged(
             if data[name_at : name_at + 9] == b"zeros.bin":
                 struct.pack_into("<I", data, at + offset, 10)
     archive.write_bytes(bytes(data))
-    with pytest.raises(ArchiveError) as caught:
+    with pytest.raises(BuildTooLargeError) as caught:
         extract_archive(archive, dest)
-    assert str(caught.value) == "the zip archive is damaged: Bad CRC-32 for file 'zeros.bin'"
-    assert (dest / "zeros.bin").stat().st_size <= 10
+    assert str(caught.value) == (
+        "member 'zeros.bin' unpacks to more than the 10 bytes its headers declare"
+    )
+    assert (dest / "zeros.bin").stat().st_size <= 10  # refused before its first chunk
 
 
 def test_a_zip_directory_larger_than_its_member_count_allows_is_refused(tmp_path: Path) -> None:
@@ -317,7 +319,7 @@ def test_the_manifest_must_be_at_the_root(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError) as caught:
         inspect_archive(nested)
     assert str(caught.value) == (
-        "manifest.json must be at the archive's root, not arcade/manifest.json: archive the"
+        "manifest.json must be at the archive's root, not 'arcade/manifest.json': archive the"
         " build folder's contents rather than the folder"
     )
     bare = write_zip(tmp_path / "bare.zip", [zip_entry("game.py", GAME)])
@@ -372,7 +374,7 @@ def test_a_huge_pax_header_is_refused_before_tarfile_reads_it(tmp_path: Path) ->
         info.pax_headers = {"comment": "x" * (40 << 20)}
         tar.addfile(info, io.BytesIO(manifest))
     assert path.stat().st_size < 100_000
-    with pytest.raises(BuildTooLargeError, match="extended tar header; at most 1048576"):
+    with pytest.raises(BuildTooLargeError, match="extended tar header; at most 65536"):
         inspect_archive(path, ArchiveLimits())
 
 
@@ -398,3 +400,66 @@ def test_a_zip64_record_hidden_from_the_locator_still_counts(tmp_path: Path) -> 
     assert len(zipfile.ZipFile(path).infolist()) == 300  # what zipfile would load
     with pytest.raises(BuildTooLargeError, match="more than 2 members"):
         inspect_archive(path, ArchiveLimits(max_members=2))
+
+
+@pytest.mark.parametrize(
+    ("entry", "files", "field", "reason"),
+    [
+        (["python3", "main.py"], {}, "entry[1]", "'main.py' is no member of the archive"),
+        (["bin/game"], {}, "entry[0]", "'bin/game' is no member of the archive"),
+        (["python3", "assets"], {"assets/": b"", "assets/a.png": b"png"}, "entry[1]",
+         "'assets' is a directory of the archive"),
+    ],
+)  # fmt: skip
+def test_the_entry_must_run_a_regular_file_of_the_archive(
+    tmp_path: Path, entry: list[str], files: dict[str, bytes], field: str, reason: str
+) -> None:
+    archive = game_zip(tmp_path / "build.zip", manifest_bytes(entry=entry), **files)
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(archive)
+    assert (caught.value.field, str(caught.value)) == (
+        field,
+        f"manifest.json: {field}: {reason}; the entry must run a regular file of the build"
+        " (see builds/MANIFEST.md)",
+    )
+
+
+def test_an_entry_through_a_link_or_without_its_execute_bit_is_refused(tmp_path: Path) -> None:
+    linked = write_tar(
+        tmp_path / "linked.tar.gz",
+        [tar_entry("manifest.json", manifest_bytes(entry=["python3", "run.py"])),
+         tar_entry("game.py", GAME), tar_entry("run.py", kind=tarfile.SYMTYPE, link="game.py")],
+    )  # fmt: skip
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(linked)
+    assert str(caught.value) == (
+        "manifest.json: entry[1]: 'run.py' is a symbolic link of the archive; the entry must"
+        " run a regular file of the build (see builds/MANIFEST.md)"
+    )
+    plain = write_zip(
+        tmp_path / "plain.zip",
+        [zip_entry("manifest.json", manifest_bytes(entry=["bin/game"])),
+         zip_entry("bin/game", b"\x7fELF", stat.S_IFREG | 0o644)],
+    )  # fmt: skip
+    with pytest.raises(ManifestError) as caught:
+        inspect_archive(plain)
+    assert str(caught.value) == (
+        "manifest.json: entry[0]: 'bin/game' is not executable in the archive; set its owner's"
+        " execute bit (zip: with a tool that stores Unix modes) or run it with python3"
+    )
+
+
+def test_a_program_of_the_build_and_the_example_build_are_accepted(tmp_path: Path) -> None:
+    native = write_tar(
+        tmp_path / "native.tar.gz",
+        [tar_entry("manifest.json", manifest_bytes(entry=["./bin/game", "--fast"])),
+         tar_entry("bin/game", b"\x7fELF", mode=0o755),
+         tar_entry("bin/run", kind=tarfile.LNKTYPE, link="bin/game")],
+    )  # fmt: skip
+    assert inspect_archive(native).manifest.entry == ("./bin/game", "--fast")
+    example = Path(__file__).resolve().parent.parent / "examples" / "arcade"
+    files = {p.name: p.read_bytes() for p in example.iterdir() if p.is_file()}
+    arcade = write_zip(
+        tmp_path / "arcade.zip", [zip_entry(name, data) for name, data in files.items()]
+    )
+    assert inspect_archive(arcade).manifest.entry == ("python3", "game.py")

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import sqlite3
+import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,16 @@ from builds.http import add_build_routes
 from builds.members import ArchiveLimits
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from builds.upload import progress_line, upload_build
-from tests.build_archives import game_tar, game_zip, manifest_bytes, write_zip, zip_entry
+from tests.build_archives import (
+    RawMember,
+    game_tar,
+    game_zip,
+    honest_members,
+    manifest_bytes,
+    raw_zip,
+    write_zip,
+    zip_entry,
+)
 from tests.conftest import eventually
 
 NOW = "2025-03-04T05:06:07+00:00"
@@ -173,7 +183,7 @@ async def test_an_oversize_upload_is_refused_by_its_length_or_while_streaming(se
     [
         ([zip_entry("manifest.json", manifest_bytes()), zip_entry("../../evil.sh", b"rm -rf")],
          {"error": "refused member '../../evil.sh': the path has a '..' component",
-          "member": "../../evil.sh"}),
+          "member": "'../../evil.sh'"}),
         ([zip_entry("manifest.json", manifest_bytes(fps=500))],
          {"error": "manifest.json: fps: expected a whole number from 1 to 240, got 500",
           "field": "fps"}),
@@ -189,6 +199,43 @@ async def test_bad_archives_are_refused_with_a_reason_and_leave_nothing(
     assert (status, body) == (400, reply)
     assert server.leftovers() == ([], 0)
     assert sorted(os.listdir(tmp_path)) == ["bad.zip", "data"]
+
+
+async def test_hostile_archives_get_a_4xx_with_a_short_escaped_reason(
+    server, http, tmp_path: Path
+) -> None:
+    hostile = "\x1b[2J\x1b]0;owned\x07/" + "a/" * 1000 + "../x"
+    tar_path = tmp_path / "escape.tar.gz"
+    with tarfile.open(tar_path, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo(hostile), io.BytesIO(b""))
+    two_faced = honest_members()
+    two_faced[1].local["name"] = b"evil.py"
+    bomb = honest_members()
+    bomb.append(RawMember("zeros.bin", bytes(1_000_000), central={"size": 10}, local={"size": 10}))
+    utf8 = honest_members()
+    utf8.append(RawMember("x", b"", local={"flags": 0x800, "name": b"\xff"},
+                          central={"flags": 0x800, "name": b"\xff"}))  # fmt: skip
+    cases = [
+        (tar_path, 400, {
+            "error": "refused member '\\x1b[2J\\x1b]0;owned\\x07/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a'"
+                     "...[+1971 chars]: the path has a '..' component",
+            "member": "'\\x1b[2J\\x1b]0;owned\\x07/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a'"
+                      "...[+1971 chars]",
+        }),
+        (raw_zip(tmp_path / "two.zip", two_faced), 400, {
+            "error": "member 'game.py': its local header and the central directory disagree on"
+                     " its name (the local header says 'evil.py')"}),
+        (raw_zip(tmp_path / "bomb.zip", bomb), 413, {
+            "error": "member 'zeros.bin' unpacks to more than the 10 bytes its headers declare"}),
+        (raw_zip(tmp_path / "utf8.zip", utf8), 400, {
+            "error": "the zip archive is damaged: 'utf-8' codec can't decode byte 0xff in"
+                     " position 0: invalid start byte"}),
+    ]  # fmt: skip
+    for path, status, reply in cases:
+        got = await post(http, server, path.read_bytes())
+        assert got[:2] == (status, reply), path.name
+        assert len(reply["error"]) < 160 and "\x1b" not in str(got[1])
+    assert server.leftovers() == ([], 0)
 
 
 async def test_an_empty_body_is_refused(server, http) -> None:

@@ -155,3 +155,59 @@ def test_every_key_but_the_price_ceiling_is_required(key: str) -> None:
 )  # fmt: skip
 def test_ambiguous_or_unreadable_json_is_refused(data: bytes, field: str, message: str) -> None:
     assert refusal(data) == (field, message)
+
+
+ALLOWED = (
+    "a program inside the build (a relative path such as 'bin/game') or an interpreter the"
+    " container provides (python3, python) followed by a script inside the build"
+)
+INSIDE = (
+    ": a relative path inside the build, without '..', '.' or empty parts, not starting"
+    " with '/' or '-', got "
+)
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "message"),
+    [
+        (["/bin/sh", "-c", "cat ~/.ssh/id_rsa"], "entry[0]",
+         f"'/bin/sh' is a shell or a launcher, which an entry never starts; expected {ALLOWED}"),
+        (["sh", "-c", "true"], "entry[0]",
+         f"'sh' is a shell or a launcher, which an entry never starts; expected {ALLOWED}"),
+        (["bash", "run.sh"], "entry[0]",
+         f"'bash' is a shell or a launcher, which an entry never starts; expected {ALLOWED}"),
+        (["env", "python3", "game.py"], "entry[0]",
+         f"'env' is a shell or a launcher, which an entry never starts; expected {ALLOWED}"),
+        (["tools/dash"], "entry[0]",
+         f"'tools/dash' is a shell or a launcher, which an entry never starts; expected {ALLOWED}"),
+        (["/usr/games/arcade"], "entry[0]",
+         f"'/usr/games/arcade' is a path outside the build; expected {ALLOWED}"),
+        (["../other-build/game"], "entry[0]", f"expected {ALLOWED}{INSIDE}'../other-build/game'"),
+        (["bin/../../game"], "entry[0]", f"expected {ALLOWED}{INSIDE}'bin/../../game'"),
+        (["bin//game"], "entry[0]", f"expected {ALLOWED}{INSIDE}'bin//game'"),
+        (["bin\\game.exe"], "entry[0]", f"expected {ALLOWED}{INSIDE}'bin\\\\game.exe'"),
+        (["-game"], "entry[0]", f"expected {ALLOWED}{INSIDE}'-game'"),
+        (["python3"], "entry", "python3 needs a script inside the build after it"),
+        (["python3", "-c", "import os"], "entry[1]",
+         f"expected the script python3 runs{INSIDE}'-c'"),
+        (["python3", "-m", "http.server"], "entry[1]",
+         f"expected the script python3 runs{INSIDE}'-m'"),
+        (["python3", "/tmp/x.py"], "entry[1]",
+         f"expected the script python3 runs{INSIDE}'/tmp/x.py'"),
+        (["python", "../x.py"], "entry[1]", f"expected the script python runs{INSIDE}'../x.py'"),
+    ],
+)  # fmt: skip
+def test_an_entry_runs_the_builds_own_file_never_a_shell_or_a_path_outside(
+    entry: list[str], field: str, message: str
+) -> None:
+    assert refusal(manifest_bytes(entry=entry)) == (field, f"manifest.json: {field}: {message}")
+
+
+def test_a_program_entry_is_kept_as_a_path_in_the_build_folder() -> None:
+    game = manifest_from_dict(MANIFEST | {"entry": ["bin/game", "--fast"]})
+    assert game.entry == ("./bin/game", "--fast")  # exec never looks "./..." up on PATH
+    assert game.entry_file == ("entry[0]", "bin/game")
+    assert game.command("/b/abc", "/opt/py") == ["/b/abc/bin/game", "--fast"]
+    assert manifest_from_dict(game.to_dict()) == game  # the kept form parses to itself
+    assert ARCADE.entry_file == ("entry[1]", "game.py")
+    assert ARCADE.command("/b/abc/", "/opt/py") == ["/opt/py", "/b/abc/game.py"]

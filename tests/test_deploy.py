@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from builds.errors import DeployError
 from builds.http import add_build_routes
 from builds.members import ArchiveLimits
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
+from builds.tree import FILE, TreeEntry
 from builds.upload import upload_build
 from streamer.deploy import deploy, deployed_builds
 from tests.build_archives import (
@@ -73,9 +75,15 @@ async def test_a_build_is_fetched_verified_and_unpacked(http, tmp_path: Path) ->
     sha256 = uploaded["sha256"]
     assert (build.sha256, build.path, build.name) == (sha256, root / sha256, "arcade")
     assert build.manifest.to_dict() == uploaded["manifest"]
-    assert files_under(root) == [sha256, f"{sha256}/game.py", f"{sha256}/manifest.json"]
+    assert files_under(root) == [
+        ".blobs", f".blobs/{sha256}", sha256, f"{sha256}/game.py", f"{sha256}/manifest.json"
+    ]  # fmt: skip
+    assert (root / ".blobs" / sha256).read_bytes() == (tmp_path / "arcade.zip").read_bytes()
     assert (build.path / "game.py").read_bytes() == GAME
-    assert os.access(build.path / "game.py", os.X_OK)
+    modes = [stat.S_IMODE(os.stat(path).st_mode) for path in
+             (build.path, build.path / "game.py", build.path / "manifest.json")]  # fmt: skip
+    assert modes == [0o555, 0o555, 0o444]  # read-only, the executable bit kept
+    assert build.tree["game.py"] == TreeEntry(FILE, 0o555, hashlib.sha256(GAME).hexdigest())
     assert deployed_builds(root) == [build]
 
 
@@ -85,8 +93,9 @@ async def test_deploying_again_needs_no_server(http, tmp_path: Path) -> None:
         uploaded = await upload_build(http, url, key, game_tar(tmp_path / "arcade.tar.gz"))
         first = await deploy(http, url, uploaded["sha256"], root)
     assert await deploy(http, url, uploaded["sha256"], root) == first  # the server is gone
+    sha256 = first.sha256
     assert files_under(root) == sorted(
-        [first.sha256, f"{first.sha256}/game.py", f"{first.sha256}/manifest.json"]
+        [".blobs", f".blobs/{sha256}", sha256, f"{sha256}/game.py", f"{sha256}/manifest.json"]
     )
 
 
@@ -134,7 +143,8 @@ async def test_a_hostile_archive_is_refused_and_nothing_is_left(http, tmp_path: 
         f"build {sha256} cannot be unpacked: refused member '../../../evil': the path has a"
         " '..' component"
     )
-    assert os.listdir(root) == []
+    assert os.listdir(root) == [".blobs"]
+    assert os.listdir(root / ".blobs") == []  # no blob kept for a build that is not deployed
     assert sorted(os.listdir(tmp_path)) == ["deployed", "hostile.tar.gz"]
 
 
