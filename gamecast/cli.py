@@ -212,6 +212,7 @@ async def _container(args: argparse.Namespace) -> None:
         impairment=impairment,
         builds_dir=args.builds,
         deploy=tuple(args.deploy),
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
         probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
@@ -246,6 +247,12 @@ def _add_build_options(container: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="host this build: fetched from the indexer at start (repeat for each)",
+    )
+    container.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run builds unconfined where bubblewrap does not work (they are untrusted code: "
+        "they could read this host's keys and other sessions' screens)",
     )
 
 

@@ -79,7 +79,8 @@ PURE_MODULES = frozenset(
         "builds.manifest", "builds.members",
         "signaling.authentication", "signaling.broker", "signaling.connections",
         "signaling.probing", "signaling.session", "signaling.sweep",
-        "streamer.feedback", "streamer.impairment", "streamer.pacing",
+        "streamer.feedback", "streamer.impairment", "streamer.pacing", "streamer.sandbox",
+        "streamer.xauthority",
         "verifier.bot_verdict", "verifier.frame_stats", "verifier.inspection",
         "verifier.live_sample", "verifier.reaction", "verifier.trace",
     }
