@@ -52,7 +52,7 @@ Sample = tuple[int, float, list[float]]
 Sampler = Callable[[], Sample]
 
 
-def _gamecast(display: str, width: int, height: int, fps: int, seconds: float) -> Sampler:
+def gamecast_sampler(display: str, width: int, height: int, fps: int, seconds: float) -> Sampler:
     def sample() -> Sample:
         capture = WindowCapture(display, width, height, fps)
         capture.start()
@@ -151,7 +151,7 @@ async def run(
             say(f"  {manifest.name} {manifest.version} on Xvfb {display.name}, pid {game.pid}")
             methods = [
                 (f"x11grab + swscale, {fps} fps (gamecast)",
-                 _gamecast(display.name, width, height, fps, seconds), ""),
+                 gamecast_sampler(display.name, width, height, fps, seconds), ""),
                 (f"x11grab + PyAV default reformat, {fps} fps",
                  _x11grab_defaults(display.name, width, height, fps, seconds), ""),
                 ("XGetImage (python-xlib) + reformat",
