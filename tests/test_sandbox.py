@@ -164,3 +164,29 @@ def test_a_cookie_file_round_trips_with_entries_for_libxau_and_python_xlib() -> 
         entries(data[:-1])
     with pytest.raises(ValueError, match="16 bytes"):
         entry(FAMILY_WILD, b"", "", b"short")
+
+
+async def test_an_agent_where_bwrap_fails_refuses_builds_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamer import agent as agent_module  # noqa: PLC0415
+    from streamer.agent import AgentConfig, ContainerAgent  # noqa: PLC0415
+    from streamer.sandbox_host import SandboxUnavailable  # noqa: PLC0415
+
+    async def broken() -> None:
+        raise SandboxUnavailable("bwrap exited with code 1: No permissions to create new namespace")
+
+    monkeypatch.setattr(agent_module, "probe_sandbox", broken)
+    safe = ContainerAgent(AgentConfig("ws://127.0.0.1:1/ws/container", "c1", builds_dir=Path("/x")))
+    await safe._probe_sandbox()
+    assert safe.sandbox is None
+    assert safe.sandbox_refusal == (
+        "builds run only in a sandbox and none works here: "
+        "bwrap exited with code 1: No permissions to create new namespace"
+    )
+    assert "builds run only in a sandbox" in caplog.text
+    unsafe_config = AgentConfig("ws://127.0.0.1:1/ws/container", "c2", unsafe_no_sandbox=True)
+    unsafe = ContainerAgent(unsafe_config)
+    await unsafe._probe_sandbox()
+    assert unsafe.sandbox is None
+    assert "builds run UNSANDBOXED (--unsafe-no-sandbox)" in caplog.text
