@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := chromium redis-server xvfb
+APT_PACKAGES := bubblewrap chromium redis-server xvfb
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck install system-deps clean

@@ -32,7 +32,7 @@ from Xlib import display as xlib_display
 from benchmarks.report import limit, machine, print_end, print_limits
 from builds.manifest import MANIFEST_NAME, parse_manifest
 from node.console import Column, table
-from streamer.game_process import GameProcess, resolve_entry
+from streamer.game_process import GameProcess
 from streamer.window_capture import WindowCapture
 from streamer.xdisplay import XvfbDisplay
 from verifier.frame_stats import percentile
@@ -52,7 +52,7 @@ Sample = tuple[int, float, list[float]]
 Sampler = Callable[[], Sample]
 
 
-def _gamecast(display: str, width: int, height: int, fps: int, seconds: float) -> Sampler:
+def gamecast_sampler(display: str, width: int, height: int, fps: int, seconds: float) -> Sampler:
     def sample() -> Sample:
         capture = WindowCapture(display, width, height, fps)
         capture.start()
@@ -146,12 +146,12 @@ async def run(
     manifest = parse_manifest((EXAMPLE / MANIFEST_NAME).read_bytes())
     width, height, fps = manifest.width, manifest.height, manifest.fps
     async with XvfbDisplay(width, height) as display:
-        argv = resolve_entry(manifest.entry)
+        argv = manifest.command(str(EXAMPLE), sys.executable)
         async with GameProcess(argv, cwd=EXAMPLE, display=display.name) as game:
             say(f"  {manifest.name} {manifest.version} on Xvfb {display.name}, pid {game.pid}")
             methods = [
                 (f"x11grab + swscale, {fps} fps (gamecast)",
-                 _gamecast(display.name, width, height, fps, seconds), ""),
+                 gamecast_sampler(display.name, width, height, fps, seconds), ""),
                 (f"x11grab + PyAV default reformat, {fps} fps",
                  _x11grab_defaults(display.name, width, height, fps, seconds), ""),
                 ("XGetImage (python-xlib) + reformat",

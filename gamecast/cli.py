@@ -254,6 +254,7 @@ async def _container(args: argparse.Namespace) -> None:
         impairment=impairment,
         builds_dir=args.builds,
         deploy=tuple(args.deploy),
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
         probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
@@ -288,6 +289,12 @@ def _add_build_options(container: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="host this build: fetched from the indexer at start (repeat for each)",
+    )
+    container.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run builds unconfined where bubblewrap does not work (they are untrusted code: "
+        "they could read this host's keys and other sessions' screens)",
     )
 
 
@@ -516,6 +523,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         ("indexer", "selection decisions/s on 40,000 containers, against a plain scan"),
         ("indexer_shared", "claims/s of three indexer processes on one redis-server"),
         ("capture", "the example build captured under Xvfb: fps, latency p50/p95, baselines"),
+        ("sandbox", "a build's sandbox: start cost against a plain start, capture fps in it"),
         ("verifier", "the bot's glass-to-glass against known container delays; bot CPU"),
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)

@@ -44,6 +44,7 @@ from streamer.indexer_link import (
 )
 from streamer.inspected import ChallengeSolver
 from streamer.probe_endpoint import probe_endpoint
+from streamer.sandbox_host import SandboxHost, SandboxUnavailable, probe_sandbox
 from streamer.session import StreamOptions, StreamSession
 from streamer.telemetry import TelemetryReader
 
@@ -99,6 +100,9 @@ class AgentConfig:
     # fetched from the indexer (latest version) at start; each is announced as a game.
     builds_dir: Path | None = None
     deploy: tuple[str, ...] = ()
+    # Builds run only in a sandbox (streamer/sandbox_host.py); where bwrap does not work the
+    # operator may still run them unconfined, by saying so.
+    unsafe_no_sandbox: bool = False
 
 
 class ContainerAgent:
@@ -121,6 +125,8 @@ class ContainerAgent:
         self.build_faults: deque[BuildFault] = deque(maxlen=GAME_EXITS_KEPT)  # altered on disk
         self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
+        self.sandbox: SandboxHost | None = None  # found at start when it hosts builds
+        self.sandbox_refusal = "the container hosts no builds"  # why not, when None
 
     async def run(self) -> None:
         """Stay connected until cancelled; NVML is shut down when it ends."""
@@ -134,6 +140,8 @@ class ContainerAgent:
                     )
                     log.info("players probe this host at %s", self._probe_url)
                 http = await stack.enter_async_context(aiohttp.ClientSession())
+                if self.config.builds_dir is not None:
+                    await self._probe_sandbox()
                 await self._deploy(http)
                 while True:
                     try:
@@ -292,6 +300,21 @@ class ContainerAgent:
 
         await _every(ws, TIMINGS_PERIOD_S, report)
 
+    async def _probe_sandbox(self) -> None:
+        """Run one sandbox (`bwrap ... true`) to know whether builds can be confined here."""
+        try:
+            self.sandbox = await probe_sandbox()
+        except SandboxUnavailable as exc:
+            self.sandbox_refusal = f"builds run only in a sandbox and none works here: {exc}"
+            if self.config.unsafe_no_sandbox:
+                log.warning("container %s: builds run UNSANDBOXED (--unsafe-no-sandbox): %s",
+                            self.config.container_id, exc)  # fmt: skip
+            else:
+                log.error("container %s: %s", self.config.container_id, self.sandbox_refusal)
+            return
+        log.info("container %s: builds are sandboxed: %s", self.config.container_id,
+                 self.sandbox.describe())  # fmt: skip
+
     async def _deploy(self, http: aiohttp.ClientSession) -> None:
         """Fetch, verify and unpack the builds the operator named; know every deployed one."""
         root = self.config.builds_dir
@@ -366,10 +389,15 @@ class ContainerAgent:
 
         frames = None
         if build is not None:
+            if self.sandbox is None and not cfg.unsafe_no_sandbox:
+                await _send_end(
+                    ws, session_id, f"cannot start {build.name}: {self.sandbox_refusal}"
+                )
+                return
             run = contextlib.AsyncExitStack()
             try:
                 frames = await run.enter_async_context(
-                    build_frames(build, game_ended, mark=offer.marker)
+                    build_frames(build, game_ended, sandbox=self.sandbox, mark=offer.marker)
                 )
             except Exception as exc:  # no display, a game that will not start...
                 await _send_end(ws, session_id, f"cannot start {build.name}: {exc}")

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from pathlib import Path
 from streamer.errors import StreamerError
 from streamer.started import Started
 
-PYTHON_NAMES = ("python", "python3")
 TAIL_LINES = 40
 MAX_LINE_CHARS = 400  # a runaway line (a progress bar without newlines) is cut, not kept whole
 STOP_GRACE_S = 5.0
@@ -39,19 +37,6 @@ _SWEEP_POLL_S = 0.02
 
 class GameProcessError(StreamerError, RuntimeError):
     """The build could not be started, or was used out of order; the message says which."""
-
-
-def resolve_entry(entry: Sequence[str], python: str = sys.executable) -> list[str]:
-    """The argv to run for a manifest's `entry`.
-
-    A build written in Python names its interpreter "python3" (or "python"): it runs with the
-    interpreter that runs gamecast, whose packages (pygame for the example) are the ones the
-    container installed, rather than whatever a PATH lookup finds first.
-    """
-    if not entry:
-        raise GameProcessError("the build's entry is empty: it must name a program to run")
-    first, *rest = entry
-    return [python if first in PYTHON_NAMES else first, *rest]
 
 
 class OutputTail:
@@ -124,9 +109,13 @@ class GameProcess(Started):
         env: Mapping[str, str] | None = None,
         on_crash: Callable[[GameExit], Awaitable[None]] | None = None,
         stop_grace: float = STOP_GRACE_S,
+        pass_fds: Sequence[int] = (),
+        exit_status: Callable[[int], int] = lambda returncode: returncode,
     ) -> None:
-        """`argv` as `resolve_entry` returns it; `env` is the base environment (default: ours)
-        to which DISPLAY and SDL_VIDEODRIVER=x11 are added."""
+        """`argv` as `Manifest.command` returns it, or a sandbox's command around it
+        (streamer/sandbox_host.py), which also gives `pass_fds` and how its `exit_status`
+        reads; `env` is the base environment (default: ours) to which DISPLAY and
+        SDL_VIDEODRIVER=x11 are added."""
         if not argv:
             raise GameProcessError("no program to run: argv is empty")
         self.argv = list(argv)
@@ -137,6 +126,8 @@ class GameProcess(Started):
         self.stderr = OutputTail()
         self._on_crash = on_crash
         self._stop_grace = stop_grace
+        self._pass_fds = tuple(pass_fds)
+        self._exit_status = exit_status
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[GameExit] | None = None
         self._stopping = False
@@ -164,6 +155,7 @@ class GameProcess(Started):
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,  # its own process group, with the pid as its id
+                pass_fds=self._pass_fds,
             )
         except OSError as exc:
             os.close(out_read)
@@ -201,7 +193,7 @@ class GameProcess(Started):
     async def _watch(
         self, process: asyncio.subprocess.Process, readers: list[_TailReader]
     ) -> GameExit:
-        returncode = await process.wait()
+        returncode = self._exit_status(await process.wait())
         requested = self._stopping  # a stop that comes later finds it ended on its own
         await _end_group(process.pid, self._stop_grace)  # helpers it left behind
         # Their copies of the pipes are closed now, unless one escaped the group.

@@ -6,6 +6,13 @@ connections), so several containers, or tests, on one host never race for a numb
 still connect to its socket before handing it out: that is the promise callers rely on.
 The server runs with no TCP listener and `-noreset`, so the display survives the game's
 last client disconnecting (a crashed game is restarted on the same display).
+
+Access control: each display gets a fresh 16-byte MIT-MAGIC-COOKIE-1 (`-auth FILE`), so a
+client that reaches its socket without the cookie is refused ("Authorization required").
+`xauthority` is that file, which the session's sandbox binds in for its game; this process's
+own clients (XTEST input, x11grab capture, tests) find the cookies of every display it owns in
+one private file that XAUTHORITY names in this process's environment (`AgentCookies`): both
+python-xlib and libxcb read XAUTHORITY when they connect.
 """
 
 from __future__ import annotations
@@ -13,13 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO
 
 from streamer.errors import StreamerError
 from streamer.started import Started
+from streamer.xauthority import cookie_file
 
 XVFB = Path("/usr/bin/Xvfb")  # Debian's package xvfb
 DEPTH = 24  # 24-bit TrueColor: x11grab then reads bgr0, which swscale converts fastest
@@ -41,11 +53,54 @@ def xvfb_unavailable_reason(xvfb: Path = XVFB) -> str | None:
     return None
 
 
+class AgentCookies:
+    """The cookies of the displays this process owns, in one Xauthority file of its own that
+    XAUTHORITY names (set when the first display starts). Rewritten whole and renamed into
+    place, so a client connecting meanwhile reads the old file or the new, never half."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cookies: dict[str, bytes] = {}
+        self._folder: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        with self._lock:
+            return self._ensure_folder() / "Xauthority"
+
+    def add(self, number: int, cookie: bytes) -> None:
+        with self._lock:
+            self._cookies[str(number)] = cookie
+            self._write()
+
+    def remove(self, number: int) -> None:
+        with self._lock:
+            if self._cookies.pop(str(number), None) is not None:
+                self._write()
+
+    def _ensure_folder(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="gamecast-xauth-"))  # mode 0700
+        return self._folder
+
+    def _write(self) -> None:
+        folder = self._ensure_folder()
+        staged = folder / "Xauthority.new"
+        staged.write_bytes(cookie_file(self._cookies, socket.gethostname()))
+        staged.chmod(0o600)
+        staged.replace(folder / "Xauthority")
+        os.environ["XAUTHORITY"] = str(folder / "Xauthority")
+
+
+AGENT_COOKIES = AgentCookies()
+
+
 class XvfbDisplay(Started):
     """An owned Xvfb server with one screen of `width` x `height`; an async context manager.
 
-    `name` (":N") is what DISPLAY, x11grab and python-xlib take. Leaving the context stops the
-    server (SIGTERM, SIGKILL after `STOP_GRACE_S`) and reaps it.
+    `name` (":N") is what DISPLAY, x11grab and python-xlib take; `xauthority` the file with
+    its cookie alone, for its game. Leaving the context stops the server (SIGTERM, SIGKILL
+    after `STOP_GRACE_S`), reaps it and forgets the cookie.
     """
 
     def __init__(
@@ -60,6 +115,19 @@ class XvfbDisplay(Started):
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._number: int | None = None
+        self._auth_folder: Path | None = None
+
+    @property
+    def xauthority(self) -> Path:
+        if self._auth_folder is None or self._number is None:
+            raise XDisplayError("the display is not started (use `async with XvfbDisplay(...)`)")
+        return self._auth_folder / "Xauthority"
+
+    @property
+    def number(self) -> int:
+        if self._number is None:
+            raise XDisplayError("the display is not started (use `async with XvfbDisplay(...)`)")
+        return self._number
 
     @property
     def name(self) -> str:
@@ -80,6 +148,11 @@ class XvfbDisplay(Started):
             raise XDisplayError(f"cannot start a virtual display: {reason}")
         # Xvfb's warnings, read back only on failure; open as long as the server runs.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
+        cookie = secrets.token_bytes(16)
+        self._auth_folder = Path(tempfile.mkdtemp(prefix="gamecast-display-"))  # mode 0700
+        server_auth = self._auth_folder / "Xauthority"
+        server_auth.touch(mode=0o600)
+        server_auth.write_bytes(cookie_file({"": cookie}, socket.gethostname()))
         read_end, write_end = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -88,6 +161,7 @@ class XvfbDisplay(Started):
                 "-screen", "0", f"{self.width}x{self.height}x{DEPTH}",
                 "-nolisten", "tcp",
                 "-noreset",
+                "-auth", str(server_auth),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=self._log,
@@ -98,6 +172,7 @@ class XvfbDisplay(Started):
         try:
             async with asyncio.timeout(self._startup_limit):
                 self._number = await _read_display_number(read_end)
+                AGENT_COOKIES.add(self._number, cookie)
                 await _wait_for_socket(X11_SOCKETS / f"X{self._number}")
         except (TimeoutError, XDisplayError, OSError) as exc:
             if isinstance(exc, TimeoutError):
@@ -123,6 +198,11 @@ class XvfbDisplay(Started):
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._number is not None:
+            AGENT_COOKIES.remove(self._number)
+        if self._auth_folder is not None:
+            shutil.rmtree(self._auth_folder, ignore_errors=True)
+            self._auth_folder = None
         self._number = None
 
     def _log_tail(self) -> str:

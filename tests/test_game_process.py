@@ -17,7 +17,6 @@ from streamer.game_process import (
     GameProcessError,
     OutputTail,
     live_members,
-    resolve_entry,
 )
 from streamer.x_input import XTestInput
 from streamer.xdisplay import XvfbDisplay, xvfb_unavailable_reason
@@ -38,15 +37,6 @@ class Crashes:
 
     async def __call__(self, ended: GameExit) -> None:
         self.seen.append(ended)
-
-
-def test_python_entries_run_with_our_interpreter() -> None:
-    assert resolve_entry(["python3", "game.py", "--fast"]) == [sys.executable, "game.py", "--fast"]
-    assert resolve_entry(["python", "game.py"], python="/opt/py") == ["/opt/py", "game.py"]
-    assert resolve_entry(["./run.sh", "python3"]) == ["./run.sh", "python3"]
-    with pytest.raises(GameProcessError) as error:
-        resolve_entry([])
-    assert str(error.value) == "the build's entry is empty: it must name a program to run"
 
 
 def test_the_tail_keeps_the_last_lines_across_chunks() -> None:
@@ -180,7 +170,7 @@ async def test_an_entry_that_cannot_start_says_why(tmp_path: Path) -> None:
 async def test_the_example_game_crashing_on_a_key_is_reported() -> None:
     crashes = Crashes()
     async with XvfbDisplay(1280, 720) as display:
-        argv = resolve_entry(["python3", "game.py", "--crash-on", "k"])
+        argv = [sys.executable, "game.py", "--crash-on", "k"]
         async with GameProcess(argv, cwd=ARCADE, display=display.name, on_crash=crashes) as game:
             await eventually(lambda: bool(game.stdout.lines()), seconds=20)  # its window is up
             async with XTestInput(display.name, 1280, 720) as keyboard:

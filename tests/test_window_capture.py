@@ -7,6 +7,7 @@ without X; the rest starts Xvfb and the example game (examples/arcade) for real.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from contracts.input_events import GamepadState, InputEvent, KeyEvent, PointerBu
 from contracts.marker import FrameMarker, read_marker
 from contracts.planes import i420_planes
 from streamer.encoder import X264
-from streamer.game_process import GameProcess, resolve_entry
+from streamer.game_process import GameProcess
 from streamer.track import GameVideoTrack
 from streamer.window_capture import CapturedFrame, CaptureError, WindowCapture, WindowFrames
 from streamer.x_input import (
@@ -189,7 +190,7 @@ class Arcade:
 async def arcade() -> AsyncIterator[Arcade]:
     """Xvfb, the example game on it, XTEST input and a 60 fps capture, all started."""
     async with XvfbDisplay(WIDTH, HEIGHT) as display:
-        argv = resolve_entry(["python3", "game.py"])
+        argv = [sys.executable, "game.py"]
         x_input = XTestInput(display.name, WIDTH, HEIGHT)
         async with (
             GameProcess(argv, cwd=ARCADE, display=display.name) as game,
