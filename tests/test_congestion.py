@@ -65,10 +65,11 @@ async def test_bitrate_adapts_to_a_lossy_narrow_link_and_recovers(network, http,
         assert pipeline.bitrate.trace[-1].bitrate > lowest
         frames = bot.log.frames
         await bot.wait_frames(frames + 60)
-        # Keyframe requests during the loss (several a second) were coalesced, not each
-        # answered with an IDR: at most one grant per interval since the session began.
+        # Keyframe requests during the loss were coalesced, not each answered with an IDR: at
+        # most one grant per interval since the session began (how many were asked depends
+        # on which packets the loss took; test_pipeline holds the gate to its interval).
         gate = pipeline.keyframes
-        assert gate.requested > gate.granted > 0
+        assert gate.requested >= gate.granted > 0
         assert gate.granted <= 1 + (time.monotonic() - started) / KEYFRAME_INTERVAL_S
 
 
