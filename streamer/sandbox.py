@@ -198,12 +198,15 @@ def bwrap_argv(
     args = ["/usr/bin/env", "-i", bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID),
             "--hostname", "game"]  # fmt: skip
+    # The private folders first, the runtime over them: gamecast may itself be installed under
+    # /tmp or /run (a CI checkout, a venv there), and a tmpfs mounted later would hide it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+             "--tmpfs", str(GAME_HOME)]  # fmt: skip
     for path in host.read_only:
         args += ["--ro-bind", str(path), str(path)]
     for link, target in host.links:
         args += ["--symlink", target, str(link)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-             "--tmpfs", str(GAME_HOME), "--dir", str(X11_SOCKETS),
+    args += ["--dir", str(X11_SOCKETS),
              "--ro-bind", str(session.x_socket), str(X11_SOCKETS / f"X{session.display}"),
              "--ro-bind", str(session.xauthority), str(XAUTHORITY_MOUNT),
              "--ro-bind", str(session.build_dir), str(BUILD_MOUNT),

@@ -3,6 +3,7 @@ file, decided without running anything (tests/test_sandbox_hostile.py runs them 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,13 @@ async def test_an_agent_where_bwrap_fails_refuses_builds_unless_told_otherwise(
     await unsafe._probe_sandbox()
     assert unsafe.sandbox is None
     assert "builds run UNSANDBOXED (--unsafe-no-sandbox)" in caplog.text
+
+
+def test_a_runtime_installed_under_tmp_is_bound_over_the_private_tmp_not_hidden_by_it() -> None:
+    """A CI checkout or a venv may live under /tmp: its bind must come after the tmpfs."""
+    host = dataclasses.replace(HOST, read_only=(Path("/usr"), Path("/tmp/ci/.venv")))
+    argv = bwrap_argv(host, spec())
+    private_tmp = argv.index("--tmpfs")
+    assert argv[private_tmp + 1] == "/tmp"
+    venv = argv.index("/tmp/ci/.venv")
+    assert argv[venv - 1] == "--ro-bind" and venv > private_tmp
