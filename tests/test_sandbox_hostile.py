@@ -178,7 +178,7 @@ async def test_a_fork_bomb_is_held_by_the_pids_cgroup_and_the_host_stays_respons
     assert refused(report) == "EAGAIN"
     assert report["forks"] < LIMITS.processes
     assert held <= LIMITS.processes
-    assert spawn_s < 1.0
+    assert spawn_s < 10.0  # generous: a host whose process table the bomb filled would hang
     assert not await exists(pids_group)  # emptied and removed with the session
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if "fork_bomb" in (p.info["cmdline"] or [])]  # fmt: skip
