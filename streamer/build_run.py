@@ -7,7 +7,8 @@ read-only, only that display's socket and cookie, seccomp, limits), XTEST input
 (streamer/x_input.py) and a capture at the manifest's fps (streamer/window_capture.py), handed
 to the session's track as `WindowFrames`. They stop in the reverse order, whatever ended the
 session, and the sandbox's cgroups are emptied last; a game that exits on its own calls
-`on_exit` with how it ended (a crash: exit code or signal and its last stderr lines).
+`on_exit` with how it ended (a crash: exit code or signal and its last stderr lines; in a
+sandbox, the limit that ended it where its cgroups recorded one: streamer/sandbox.py limit_of).
 """
 
 from __future__ import annotations
