@@ -351,6 +351,40 @@ class Maintenance(Message):
     reason: str = field(default="the container is shutting down", metadata={"max": MAX_TEXT})
 
 
+BUILD_EVENT_KINDS = (
+    "crashed",  # the game ended on its own, not cleanly (an exit code or a signal)
+    "limit_killed",  # a limit of its sandbox ended it (`limit` says which)
+    "hash_refused",  # a deployed build's tree differed from the one its blob derives
+    "planted",  # a folder among the builds that no blob of this host proves
+)
+SANDBOX_LIMITS = ("memory", "processes", "cpu_time")  # what `limit_killed` names
+
+
+@dataclass(frozen=True, slots=True)
+class BuildEvent(Message):
+    """What happened to one of the container's builds (streamer/fault_reports.py): a game that
+    crashed or hit a limit of its sandbox (`session`: the session it ended), or a build found
+    altered or planted on the container's own disk (at start or before a session). The last
+    two say the host's storage was touched: the indexer sends it to re-inspection.
+    `detail` is for people (an exit and its last stderr line, what differed on disk)."""
+
+    type = "build_event"
+    senders = ("container",)
+    kind: str = field(metadata={"max": 16, "choices": BUILD_EVENT_KINDS})
+    build: str = field(default="", metadata={"max": 64})  # "": a planted folder has no name
+    version: str = field(default="", metadata={"max": 32})
+    sha256: str = field(default="", metadata={"max": 64})  # the build's blob, where known
+    session: str = field(default="", metadata={"max": MAX_TEXT})
+    limit: str = field(default="", metadata={"max": 16, "choices": ("", *SANDBOX_LIMITS)})
+    detail: str = field(default="", metadata={"max": MAX_TEXT})
+
+    def __post_init__(self) -> None:
+        if (self.kind == "limit_killed") != bool(self.limit):
+            raise ProtocolError(
+                "bad_field", "build_event.limit names the limit of a limit_killed event, and only"
+            )
+
+
 # Verifier -> server ---------------------------------------------------------------------------
 
 
@@ -633,6 +667,7 @@ MESSAGES: dict[str, type[Message]] = {
         Playing,
         SessionTimings,
         Maintenance,
+        BuildEvent,
         Enlist,
         VerdictReport,
         InspectionChallenge,

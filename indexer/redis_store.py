@@ -12,8 +12,10 @@ itself, so a stale local view costs at most a refused claim.
 
 Keys, under `prefix`: `:ids` SET of container ids; `:c:<id>` HASH of profile (JSON),
 admission, liveness, maintenance, deadline (server microseconds), load, qos, penalty,
-coordinate (JSON); `:seats:<id>` HASH session -> "<seat state> <share>"; `:sessions` HASH
-session -> container; `:deadlines` ZSET of LIVE containers by deadline; `:changes` STREAM.
+coordinate (JSON), build_events (a JSON list of the latest RECENT_BUILD_EVENTS reports, each
+JSON), build_count:<kind> (reports of that kind); `:seats:<id>` HASH session -> "<seat state>
+<share>"; `:sessions` HASH session -> container; `:deadlines` ZSET of LIVE containers by
+deadline; `:changes` STREAM.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from indexer.build_events import RECENT_BUILD_EVENTS, BuildEventRecord, BuildEvents
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError
 from indexer.lifecycle import (
@@ -78,6 +81,7 @@ class ChangeKind(Enum):
     SEAT = "seat"  # one session's seat and the container's load
     QUALITY = "quality"
     COORDINATE = "coordinate"
+    BUILD_EVENT = "build_event"  # one report of the container's about its builds, and its count
     REMOVED = "removed"
 
 
@@ -132,6 +136,8 @@ class Change:
     qos: float | None = None
     penalty: float | None = None
     coordinate: Coordinate | None = None
+    build_event: BuildEventRecord | None = None
+    build_count: int | None = None  # of build_event's kind, the store's count
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,7 @@ class ContainerState:
     qos: float | None = None
     penalty: float | None = None
     coordinate: Coordinate | None = None
+    build_events: BuildEvents = field(default_factory=BuildEvents)
     # Seconds to the deadline by the server's clock when read (None when learnt from the feed)
     deadline_left: float | None = field(default=None, compare=False)
 
@@ -164,6 +171,9 @@ def replay(states: dict[str, ContainerState], change: Change) -> None:
         seats.pop(change.session_id, None)
         if change.seat is not SeatState.FREE:
             seats[change.session_id] = change.seat
+    build_events = old.build_events
+    if change.build_event is not None:
+        build_events = build_events.add(change.build_event, change.build_count)
     states[cid] = replace(
         old,
         profile=_pick(change.profile, old.profile),
@@ -175,6 +185,7 @@ def replay(states: dict[str, ContainerState], change: Change) -> None:
         qos=_pick(change.qos, old.qos),
         penalty=_pick(change.penalty, old.penalty),
         coordinate=_pick(change.coordinate, old.coordinate),
+        build_events=build_events,
         deadline_left=None if change.kind is ChangeKind.REGISTERED else old.deadline_left,
     )
 
@@ -409,6 +420,21 @@ feed(ARGV[1], ARGV[2], unpack(ARGV, 3))
 return 1
 """
 
+# build_event: keeps one report of a known container's about its builds, the latest ARGV[4]
+# only, counts its kind and tells the feed, in one step. ARGV: cid, kind, report (JSON), keep.
+# KEYS: shared, c.
+_BUILD_EVENT = """
+local cid, kind, report, c = ARGV[1], ARGV[2], ARGV[3], KEYS[5]
+if redis.call('EXISTS', c) == 0 then return 0 end
+local kept = cjson.decode(redis.call('HGET', c, 'build_events') or '[]')
+table.insert(kept, report)
+while #kept > tonumber(ARGV[4]) do table.remove(kept, 1) end
+redis.call('HSET', c, 'build_events', cjson.encode(kept))
+local n = redis.call('HINCRBY', c, 'build_count:' .. kind, 1)
+feed(cid, 'build_event', 'build_event', report, 'build_count', n)
+return 1
+"""
+
 _NAMES = {
     "LIVE": Liveness.LIVE.value,
     "FREE": SeatState.FREE.value,
@@ -474,6 +500,7 @@ class RedisStore:
         self._apply, self._register, self._claim = script(_APPLY), script(_REGISTER), script(_CLAIM)
         self._seat, self._overdue, self._expire = script(_SEAT), script(_OVERDUE), script(_EXPIRE)
         self._remove, self._fields = script(_REMOVE), script(_FIELDS)
+        self._build_event = script(_BUILD_EVENT)
 
     async def register(self, container_id: str, profile: Mapping[str, Any]) -> tuple[str, ...]:
         """Store a container's announced `profile` (JSON-able) and make it LIVE with a fresh
@@ -557,6 +584,13 @@ class RedisStore:
             "error": coordinate.error,
         }
         await self._set(container_id, ChangeKind.COORDINATE, {"coordinate": json.dumps(value)})
+
+    async def add_build_event(self, container_id: str, record: BuildEventRecord) -> None:
+        """Keep the container's report (its latest RECENT_BUILD_EVENTS) and count its kind."""
+        report = json.dumps(record.to_dict(), separators=(",", ":"))
+        args = [container_id, record.kind, report, RECENT_BUILD_EVENTS]
+        if not await self._run(self._build_event, self._keys(container_id)[:5], args):
+            raise UnknownContainerError(f"container {container_id!r} is not in the store")
 
     async def remove(self, container_id: str) -> tuple[str, ...]:
         """Forget the container; returns the sessions whose seats it held."""
@@ -693,6 +727,7 @@ def _state(cid: str, h: dict[str, str], seats: dict[str, str], now_us: int) -> C
         qos=_optional(float, h.get("qos")),
         penalty=_optional(float, h.get("penalty")),
         coordinate=_coordinate(h.get("coordinate")),
+        build_events=_build_events(h),
         deadline_left=(float(h["deadline"]) - now_us) / 1e6,
     )
 
@@ -714,4 +749,17 @@ def _change(stream_id: str, f: dict[str, str]) -> Change:
         qos=_optional(float, f.get("qos")),
         penalty=_optional(float, f.get("penalty")),
         coordinate=_coordinate(f.get("coordinate")),
+        build_event=_optional(_build_event, f.get("build_event")),
+        build_count=_optional(int, f.get("build_count")),
     )
+
+
+def _build_event(report: str) -> BuildEventRecord:
+    return BuildEventRecord.from_dict(json.loads(report))
+
+
+def _build_events(h: dict[str, str]) -> BuildEvents:
+    """A container hash's reports (stored oldest first) and counts."""
+    recent = tuple(_build_event(report) for report in json.loads(h.get("build_events", "[]")))
+    counts = {k.partition(":")[2]: int(v) for k, v in h.items() if k.startswith("build_count:")}
+    return BuildEvents(recent, counts)

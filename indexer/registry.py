@@ -17,11 +17,12 @@ Pure: time comes in as `now`, randomness as an injected generator.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from contracts.protocol import HostSpecs, Register, StreamCapacity, Telemetry
+from indexer.build_events import BuildEventRecord, BuildEvents
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
     ContainerLifecycle,
@@ -115,6 +116,7 @@ class ContainerRecord:
     lifecycle: ContainerLifecycle
     telemetry: Telemetry | None = None  # the latest a heartbeat carried
     telemetry_at: float | None = None
+    build_events: BuildEvents = field(default_factory=BuildEvents)  # what it reported
 
     @property
     def container_id(self) -> str:
@@ -186,6 +188,11 @@ class ContainerRegistry:
             record.telemetry = telemetry
             record.telemetry_at = now
         self.fleet.set_deadline(container_id, now + self.liveness.timeout)
+
+    def record_build_event(self, container_id: str, record: BuildEventRecord) -> None:
+        """Keep what the container reported about one of its builds (bounded)."""
+        entry = self.get(container_id)
+        entry.build_events = entry.build_events.add(record)
 
     def expire(self, now: float) -> list[tuple[str, tuple[str, ...]]]:
         """Mark containers silent past their deadline MISSED; each with the sessions the

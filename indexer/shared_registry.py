@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from contracts import protocol as p
+from indexer.build_events import BuildEventRecord
 from indexer.coordinates import Coordinate
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import (
@@ -180,6 +181,10 @@ class SharedRegistry:
         """Shared through the store's feed, like every other change."""
         await self.store.set_quality(container_id, qos, penalty)
 
+    async def record_build_event(self, container_id: str, record: BuildEventRecord) -> None:
+        """Shared through the store's feed: every indexer's dashboard shows it."""
+        await self.store.add_build_event(container_id, record)
+
     async def set_coordinate(self, container_id: str, coordinate: Coordinate) -> None:
         """Shared through the store's feed: every indexer's fleet learns it from there."""
         await self.store.set_coordinate(container_id, coordinate)
@@ -220,6 +225,7 @@ class SharedRegistry:
             heartbeat_age=None if heard is None else now - heard,
             telemetry=telemetry,
             telemetry_age=None if at is None else now - at,
+            build_events=state.build_events,
         )
 
     # The feed ----------------------------------------------------------------------------------

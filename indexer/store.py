@@ -9,10 +9,11 @@ atomic by one script on the Redis server). The broker is written against this pr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from contracts.protocol import Telemetry
+from indexer.build_events import BuildEventRecord, BuildEvents
 from indexer.coordinates import Coordinate
 from indexer.lifecycle import Admission, Event, LivenessConfig, SeatState
 from indexer.registry import ContainerRecord, ContainerRegistry, ContainerSpec
@@ -33,6 +34,7 @@ class ContainerView:
     heartbeat_age: float | None  # None: this indexer has not heard it (another holds it)
     telemetry: Telemetry | None
     telemetry_age: float | None
+    build_events: BuildEvents = field(default_factory=BuildEvents)
 
 
 class RegistryStore(Protocol):
@@ -55,6 +57,10 @@ class RegistryStore(Protocol):
     ) -> Choice: ...
 
     async def set_quality(self, container_id: str, qos: float, penalty: float) -> None: ...
+
+    async def record_build_event(self, container_id: str, record: BuildEventRecord) -> None:
+        """Keep a container's report about its builds where every indexer's views see it."""
+        ...
 
     async def start(self, container_id: str, session_id: str, now: float) -> None: ...
 
@@ -106,6 +112,9 @@ class MemoryStore:
         self.registry.get(container_id)
         self.registry.fleet.set_quality(container_id, qos, penalty)
 
+    async def record_build_event(self, container_id: str, record: BuildEventRecord) -> None:
+        self.registry.record_build_event(container_id, record)
+
     async def start(self, container_id: str, session_id: str, now: float) -> None:
         self.registry.start(container_id, session_id, now)
 
@@ -150,4 +159,5 @@ def _view(record: ContainerRecord, now: float) -> ContainerView:
         heartbeat_age=now - lifecycle.last_heartbeat,
         telemetry=record.telemetry,
         telemetry_age=None if record.telemetry_at is None else now - record.telemetry_at,
+        build_events=record.build_events,
     )

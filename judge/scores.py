@@ -39,6 +39,12 @@ what fell short. The `suspend_after`-th shortfall within `suspend_window` second
 from the last suspension this scoreboard ordered) suspends instead, from any state but
 SUSPENDED; only REINSTATED (governance) lifts that. Inconclusive decisions change nothing.
 
+A container's own reports about its builds (`BUILD_FAULT_EVENTS`, p.BuildEvent) move it too: a
+build found altered on its disk, or a folder planted among its builds, means its own storage
+was touched, so its registration claims stand unproven until verifiers inspect it again
+(REINSPECTION_DUE, where the lifecycle has that move: from ready). A crash or a limit kill is
+the build's doing, not the host's: it is kept and shown, and moves nothing.
+
 Pure: the scoreboard returns `Judgement`s (the event to apply, the QoS and penalty to set)
 and performs none of them; time is each decision's `at` or the caller's `now`.
 """
@@ -50,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from contracts.verdict import Check, Verdict
-from indexer.lifecycle import Admission, Event
+from indexer.lifecycle import TRANSITIONS, Admission, Event
 from indexer.selection import UNPROVEN_QOS
 from judge.consensus import Decision, Outcome
 from judge.errors import JudgeError
@@ -78,6 +84,25 @@ def penalty_event(admission: Admission, check: Check, *, shortfall: bool) -> Eve
     `admission`: the second of the pair when it fell short; None where the table has none."""
     moves = PENALTIES.get((admission, check))
     return None if moves is None else moves[1] if shortfall else moves[0]
+
+
+BUILD_FAULT_EVENTS: dict[str, Event | None] = {
+    "crashed": None,
+    "limit_killed": None,
+    "hash_refused": Event.REINSPECTION_DUE,
+    "planted": Event.REINSPECTION_DUE,
+}
+"""A build event's kind (contracts/protocol.py BUILD_EVENT_KINDS) -> the lifecycle event it asks."""
+
+
+def build_fault_event(kind: str, admission: Admission) -> Event | None:
+    """The lifecycle event a container's build report makes in `admission`: its kind's
+    (BUILD_FAULT_EVENTS) where the lifecycle's table has that move, else None (a container
+    awaiting inspection will be inspected anyway; one in quality control or suspended keeps
+    the verifiers' verdict)."""
+    event = BUILD_FAULT_EVENTS[kind]
+    legal = any(t.event is event and t.source is admission for t in TRANSITIONS)
+    return event if legal else None
 
 
 class ScoreError(JudgeError, ValueError):

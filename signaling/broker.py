@@ -14,6 +14,7 @@ another indexer (a container that went silent) reach this broker through `sessio
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -21,15 +22,19 @@ from typing import Literal, Protocol
 
 from contracts import protocol as p
 from contracts.requirements import BuildNeeds
+from indexer.build_events import BuildEventRecord
 from indexer.errors import IndexerError, NoContainerError
 from indexer.lifecycle import Event, IllegalEventError
 from indexer.play_queue import QUEUEABLE_FILTERS, PlayQueue, QueueFullError
 from indexer.registry import ContainerSpec
 from indexer.selection import Policy, Request
 from indexer.store import RegistryStore
+from judge.scores import build_fault_event
 from signaling.errors import REFUSALS, error_reply
 from signaling.probing import ProbeRounds
 from signaling.session import IllegalTransitionError, Session, SessionStatus
+
+log = logging.getLogger(__name__)
 
 # Verifiers enlist with one indexer: only players' and containers' messages cross the bus.
 PeerKind = Literal["player", "container", "verifier"]
@@ -198,6 +203,24 @@ class SessionBroker:
         while it ends its sessions itself, each with the reason it gives (container_end)."""
         with contextlib.suppress(IllegalEventError):  # locked already: asking twice is no fault
             await self.store.apply(container_id, Event.MAINTENANCE_ON, now)
+        return []
+
+    async def build_event(
+        self, container_id: str, message: p.BuildEvent, now: float, wall: float
+    ) -> list[Outgoing]:
+        """The container reports what happened to one of its builds: kept with it (bounded)
+        for every indexer's dashboard, and, when its own disk was touched (a build altered or
+        a folder planted), it goes to re-inspection (judge/scores.py BUILD_FAULT_EVENTS): not
+        offered to new players until verifiers pass its registration check again. Sessions on
+        it go on; a crash already ended its own with the container's End."""
+        await self.store.record_build_event(container_id, BuildEventRecord.of(message, wall))
+        view = self.store.view(container_id, now)
+        event = None if view is None else build_fault_event(message.kind, view.admission)
+        log.warning("container %s: build %s %s: %s%s", container_id, message.build or "?",
+                    message.kind, message.detail, f" ({event.value})" if event else "")  # fmt: skip
+        if event is not None:
+            with contextlib.suppress(IllegalEventError):  # moved meanwhile (another indexer)
+                await self.store.apply(container_id, event, now)
         return []
 
     async def shutdown(self, reason: str, now: float) -> list[Outgoing]:

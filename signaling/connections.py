@@ -185,8 +185,11 @@ async def container_message(
     container_id: str,
     message: p.Message,
     now: float,
+    *,
+    wall: float,
 ) -> list[Outgoing]:
-    """A registered container's message, from its socket or forwarded by its indexer."""
+    """A registered container's message, from its socket or forwarded by its indexer; `now`
+    is monotonic (the registry's clock), `wall` Unix seconds (what reports are stamped with)."""
     if isinstance(message, p.Heartbeat):
         await broker.heartbeat(container_id, now, message.telemetry)
         return []
@@ -199,6 +202,8 @@ async def container_message(
     if isinstance(message, p.SessionTimings):
         broker.session_timings(container_id, message)
         return []
+    if isinstance(message, p.BuildEvent):
+        return await broker.build_event(container_id, message, now, wall)
     if isinstance(message, p.Maintenance):
         log.info("container %s is leaving: %s", container_id, message.reason)
         return await broker.maintenance(container_id, now)
@@ -267,7 +272,9 @@ class ContainerConnection(_SignedConnection):
             return Reaction(joined=("container", message.container), outgoing=tuple(out))
         if self._relay is not None and await self._relay.forward(container_id, message, text, now):
             return Reaction()
-        out = await container_message(self._broker, self._desk, container_id, message, now)
+        out = await container_message(
+            self._broker, self._desk, container_id, message, now, wall=wall
+        )
         return Reaction(outgoing=tuple(out))
 
     def _refused(self, refusal: Refusal, ref: str) -> Reaction:

@@ -53,6 +53,8 @@ def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
     `gpus` holds each GPU's latest readings, or only its name and memory before the first
     heartbeat with telemetry; `host_load` is the host's latest CPU and RAM use; `load` is the
     share of the container its sessions' seats take; `state` is the seed's lifecycle name.
+    `build_events` is what the container reported about its builds: the latest reports, newest
+    first, each with when the indexer heard it (Unix seconds), and a count of each kind.
     """
     spec = view.spec
     host = None if spec.host is None else asdict(spec.host)
@@ -93,6 +95,7 @@ def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
         "gpu": gpu,
         "gpus": gpus,
         "host_load": host_load,
+        "build_events": view.build_events.to_dict(),
     }
 
 

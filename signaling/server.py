@@ -172,9 +172,11 @@ async def _shared_network(app: web.Application) -> AsyncIterator[None]:
 
     async def forwarded(container_id: str, text: str) -> None:
         message = p.parse_message(text, "container")
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         try:
-            out = await container_message(app[BROKER], app[DESK], container_id, message, now)
+            out = await container_message(
+                app[BROKER], app[DESK], container_id, message, now, wall=wall
+            )
         except p.ProtocolError as exc:
             log.info("forwarded %s from %s refused: %s", message.type, container_id, exc.reason)
             return

@@ -25,6 +25,7 @@ from contracts import protocol as p
 from contracts.signing import HostCredentials
 from streamer.build_run import build_frames
 from streamer.deploy import BuildFault, DeployedBuild, deploy, deployed_builds, verify_build
+from streamer.fault_reports import ReportOutbox, fault_report, game_report
 from streamer.game_process import GameExit
 from streamer.impairment import NO_IMPAIRMENT, Impairment
 from streamer.indexer_link import (
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 GAME_EXITS_KEPT = 64
 TIMINGS_PERIOD_S = 2.0
+REPORTS_PERIOD_S = 0.5  # how often waiting build reports are sent, once registered
 LEAVING = "the container is shutting down"
 
 
@@ -123,6 +125,7 @@ class ContainerAgent:
         # (session, how its game ended): the latest GAME_EXITS_KEPT, for the operator
         self.game_exits: deque[tuple[str, GameExit]] = deque(maxlen=GAME_EXITS_KEPT)
         self.build_faults: deque[BuildFault] = deque(maxlen=GAME_EXITS_KEPT)  # altered on disk
+        self.reports = ReportOutbox()  # both, for the indexer (p.BuildEvent), until sent
         self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
         self.sandbox: SandboxHost | None = None  # found at start when it hosts builds
@@ -239,6 +242,7 @@ class ContainerAgent:
             return [
                 tasks.create_task(self._heartbeat(ws, action.interval_s)),
                 tasks.create_task(self._report_timings(ws)),
+                tasks.create_task(_every(ws, REPORTS_PERIOD_S, lambda: self._send_reports(ws))),
             ]
         elif isinstance(action, StartSession):
             await self._start_session(ws, action.offer)
@@ -300,6 +304,16 @@ class ContainerAgent:
 
         await _every(ws, TIMINGS_PERIOD_S, report)
 
+    async def _send_reports(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what waits in the outbox (a report the socket fails on is lost)."""
+        while (report := self.reports.take()) is not None:
+            await ws.send_str(report.to_json())
+
+    def _build_fault(self, fault: BuildFault, session_id: str = "") -> None:
+        """Keep a build fault for the operator and report it (from deploy's worker threads)."""
+        self.build_faults.append(fault)
+        self.reports.add(fault_report(fault, session_id))
+
     async def _probe_sandbox(self) -> None:
         """Run one sandbox (`bwrap ... true`) to know whether builds can be confined here."""
         try:
@@ -343,7 +357,7 @@ class ContainerAgent:
                         "container %s: %s not deployed: %s", self.config.container_id, name, exc
                     )
         # What was just fetched wins over older versions still unpacked beside it.
-        on_disk = await asyncio.to_thread(deployed_builds, root, self.build_faults.append)
+        on_disk = await asyncio.to_thread(deployed_builds, root, self._build_fault)
         self.builds = {build.name: build for build in on_disk} | fetched
         if self.builds:
             log.info("builds deployed: %s", ", ".join(sorted(self.builds)))
@@ -355,7 +369,9 @@ class ContainerAgent:
         cfg = self.config
         build = self.builds.get(offer.game)
         if build and (
-            refused := await asyncio.to_thread(verify_build, build, self.build_faults.append)
+            refused := await asyncio.to_thread(
+                verify_build, build, lambda fault: self._build_fault(fault, session_id)
+            )
         ):
             await _send_end(ws, session_id, refused)  # altered on disk, and not deployable again
             return
@@ -384,6 +400,9 @@ class ContainerAgent:
             """The game exited on its own: end the session in a task of the agent's (ending
             it stops the game's process, whose watcher is what calls this)."""
             self.game_exits.append((session_id, how))
+            if build is not None:
+                name, version = build.name, build.manifest.version
+                self.reports.add(game_report(session_id, name, version, build.sha256, how))
             log.warning("container %s: %s", cfg.container_id, how.describe())
             self._owned(ended(how.describe()))
 

@@ -7,12 +7,15 @@ read-only, only that display's socket and cookie, seccomp, limits), XTEST input
 (streamer/x_input.py) and a capture at the manifest's fps (streamer/window_capture.py), handed
 to the session's track as `WindowFrames`. They stop in the reverse order, whatever ended the
 session, and the sandbox's cgroups are emptied last; a game that exits on its own calls
-`on_exit` with how it ended (a crash: exit code or signal and its last stderr lines).
+`on_exit` with how it ended (a crash: exit code or signal and its last stderr lines; in a
+sandbox, the limit that ended it where its cgroups recorded one: streamer/sandbox.py limit_of).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import sys
@@ -20,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from streamer.deploy import DeployedBuild
 from streamer.game_process import GameExit, GameProcess
-from streamer.sandbox import BUILD_MOUNT, SandboxLimits, exit_status
+from streamer.sandbox import BUILD_MOUNT, SandboxLimits, exit_status, limit_of
 from streamer.sandbox_host import GameSandbox, SandboxHost
 from streamer.window_capture import WindowCapture, WindowFrames
 from streamer.x_input import XTestInput
@@ -68,8 +71,14 @@ async def build_frames(
                 limits=limits, gpu=needs.gpu,
             )  # fmt: skip
             await stack.enter_async_context(jail)
+
+            async def exited(how: GameExit, jail: GameSandbox = jail) -> None:
+                """With the limit that ended it, read from its cgroups before they go."""
+                reached = await asyncio.to_thread(jail.limits_reached)
+                await on_exit(dataclasses.replace(how, limit=limit_of(how.signal, reached)))
+
             game = GameProcess(
-                jail.command, cwd=build.path, display=display.name, env={}, on_crash=on_exit,
+                jail.command, cwd=build.path, display=display.name, env={}, on_crash=exited,
                 pass_fds=jail.pass_fds, exit_status=exit_status,
             )  # fmt: skip
         await stack.enter_async_context(game)

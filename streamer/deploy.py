@@ -78,13 +78,17 @@ class DeployedBuild:
 
 @dataclass(frozen=True, slots=True)
 class BuildFault:
-    """A deployed build found altered on disk (or a folder no blob proves): what was found,
-    and whether the build was unpacked again from its blob. For the operator now, and for the
-    indexer later (a host whose builds change under it deserves re-inspection)."""
+    """A deployed build found altered on disk (or a folder no blob proves: `planted`, with no
+    name or version): what was found, and whether the build was unpacked again from its blob.
+    The agent reports it to the indexer (streamer/fault_reports.py), which sends the host to
+    re-inspection: its own storage was touched."""
 
     sha256: str
     reason: str
     redeployed: bool
+    name: str = ""
+    version: str = ""
+    planted: bool = False
 
 
 Report = Callable[[BuildFault], None]
@@ -152,12 +156,13 @@ def verify_build(build: DeployedBuild, report: Report = _ignore) -> str | None:
     if found is None:
         return None
     log.error("build %s (%s) was altered on disk: %s", build.name, build.sha256, found)
+    name, version = build.name, build.manifest.version
     try:
         _install(build.path.parent, build.sha256, DEFAULT_LIMITS)
     except DeployError as exc:
-        report(BuildFault(build.sha256, found, redeployed=False))
+        report(BuildFault(build.sha256, found, False, name, version))
         return f"{build.name} was altered on this host and cannot be deployed again: {exc}"
-    report(BuildFault(build.sha256, found, redeployed=True))
+    report(BuildFault(build.sha256, found, True, name, version))
     log.warning("build %s (%s) unpacked again from its blob", build.name, build.sha256)
     return None
 
@@ -177,7 +182,7 @@ def _deployed(
     except (OSError, BuildError) as exc:
         reason = "no blob proves it" if isinstance(exc, FileNotFoundError) else str(exc)
         log.error("not announcing %s: %s (a folder not deployed by this host)", folder, reason)
-        report(BuildFault(sha256, f"not announced: {reason}", redeployed=False))
+        report(BuildFault(sha256, f"not announced: {reason}", redeployed=False, planted=True))
         return None
     build = DeployedBuild(sha256, folder, inspection.manifest, expected_tree(inspection))
     return build if verify_build(build, report) is None else None

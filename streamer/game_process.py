@@ -69,6 +69,7 @@ class GameExit:
     returncode: int
     stderr_tail: tuple[str, ...]
     requested: bool  # we stopped it; anything else is the build's own doing
+    limit: str = ""  # the sandbox's limit that ended it, where known (sandbox.py limit_of)
 
     @property
     def signal(self) -> int | None:
@@ -85,6 +86,8 @@ class GameExit:
             how = f"was killed by {signal.Signals(self.signal).name}"
         else:
             how = f"exited with code {self.returncode}"
+        if self.limit:
+            how += f" at its {self.limit.replace('_', ' ')} limit"
         if self.requested:
             return f"the game was stopped ({how})"
         last = next((line for line in reversed(self.stderr_tail) if line.strip()), None)

@@ -23,7 +23,8 @@ and its /proc/1/environ is readable inside.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Mapping, Sequence
+import signal
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,6 +261,40 @@ def exit_status(bwrap_returncode: int) -> int:
     if 128 < bwrap_returncode < 128 + 32:
         return -(bwrap_returncode - 128)
     return bwrap_returncode
+
+
+# Where a session's cgroup v1 records that its limit was hit: the file and the counter in it
+# (memory: each OOM kill, kernel >= 4.13; pids: each fork refused at pids.max).
+LIMIT_COUNTERS: dict[str, tuple[str, str]] = {
+    "memory": ("memory.oom_control", "oom_kill"),
+    "pids": ("pids.events", "max"),
+}
+
+
+def counter(text: str, name: str) -> int:
+    """The value of `name` in a cgroup file of "name value" lines (0 where it is absent)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def limit_of(signal_number: int | None, reached: Collection[str]) -> str:
+    """Which limit ended a game that ended on its own (p.SANDBOX_LIMITS' names), or "" when
+    none can be told: `signal_number` as GameExit.signal, `reached` the controllers whose
+    cgroup recorded a hit (LIMIT_COUNTERS). A SIGKILL the memory cgroup's OOM killer counted is
+    memory; any end after the pids cgroup refused a fork is processes (the game died of it);
+    SIGXCPU is RLIMIT_CPU. Not told apart: RLIMIT_CPU sends SIGKILL where soft = hard (as
+    prlimit_argv sets it), and RLIMIT_AS makes an allocation fail, which the game may survive
+    or die of like any other error: both read as crashes, with the exit in their detail."""
+    if "memory" in reached and signal_number == signal.SIGKILL:
+        return "memory"
+    if "pids" in reached:
+        return "processes"
+    if signal_number == signal.SIGXCPU:
+        return "cpu_time"
+    return ""
 
 
 def cgroup_plan(

@@ -33,11 +33,13 @@ from pathlib import Path
 
 from streamer.errors import StreamerError
 from streamer.sandbox import (
+    LIMIT_COUNTERS,
     HostRuntime,
     SandboxLimits,
     SessionSandbox,
     cgroup_plan,
     cgroup_settings,
+    counter,
     gpu_device_binds,
     python_runtime,
     sandbox_command,
@@ -241,6 +243,17 @@ class GameSandbox(Started):
     @property
     def cgroups(self) -> tuple[Path, ...]:
         return tuple(self._created)
+
+    def limits_reached(self) -> frozenset[str]:
+        """The controllers whose limit this session's cgroups recorded a hit of (sandbox.py
+        LIMIT_COUNTERS), while the sandbox is entered. Blocking: from a thread."""
+        reached = set()
+        for controller, folder in self._spec.cgroups:
+            file, name = LIMIT_COUNTERS.get(controller, ("", ""))
+            with contextlib.suppress(OSError):
+                if file and counter((folder / file).read_text(), name) > 0:
+                    reached.add(controller)
+        return frozenset(reached)
 
     async def start(self) -> None:
         plan = cgroup_plan(self.host.cgroup_parents, self._name)

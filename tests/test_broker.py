@@ -7,17 +7,20 @@ import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from contracts import protocol as p
 from contracts.requirements import BuildNeeds, Requirements
-from indexer.lifecycle import Availability, Liveness, LivenessConfig
+from indexer.build_events import RECENT_BUILD_EVENTS
+from indexer.errors import IndexerError, NoContainerError
+from indexer.lifecycle import Admission, Availability, Liveness, LivenessConfig
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
-from signaling.broker import START_TIMEOUT, Outgoing, SessionBroker
+from signaling.broker import START_TIMEOUT, Outgoing, SessionBroker, request_of
 from signaling.session import SessionStatus
 
 REGISTER = p.Register("c1", ["tetris"], ["h264"], 1920, 1080, 60)
@@ -462,3 +465,64 @@ async def test_an_indexer_shutting_down_ends_every_session_telling_player_and_co
     ]
     assert broker.sessions == {}
     assert availability(broker) is Availability.STANDBY
+
+
+REFUSED = p.BuildEvent("hash_refused", "tetris", "1.0", "ab" * 32, detail="'game.py' was changed")
+CRASHED = p.BuildEvent("crashed", "tetris", "1.0", "ab" * 32, "s1", detail="exited with code 1")
+
+
+async def test_a_hash_refusal_sends_the_container_to_reinspection_and_keeps_the_report() -> None:
+    broker = await matched(new_broker())
+    assert await broker.build_event("c1", REFUSED, 1.0, wall=1700.0) == []
+    view = broker.store.view("c1", 1.0)
+    assert view is not None
+    assert (view.admission, view.state) == (Admission.NEEDS_REINSPECTION, "needs re-inspection")
+    assert [r.kind for r in view.build_events.recent] == ["hash_refused"]
+    assert view.build_events.recent[0].at == 1700.0
+    assert list(seats(broker)) == ["s1"]  # the session it serves goes on
+    with pytest.raises(NoContainerError):  # but nobody new is seated on it
+        await broker.store.claim(request_of(PLAY), "s9", 1.0)
+
+
+async def test_a_planted_folder_does_too_and_a_second_report_changes_no_more() -> None:
+    broker = new_broker()
+    await broker.register(REGISTER, now=0.0)
+    planted = p.BuildEvent("planted", sha256="cd" * 32, detail="no blob proves it")
+    assert await broker.build_event("c1", planted, 0.5, wall=1.0) == []
+    assert await broker.build_event("c1", REFUSED, 0.6, wall=2.0) == []  # no move from here
+    view = broker.store.view("c1", 1.0)
+    assert view is not None and view.admission is Admission.NEEDS_REINSPECTION
+    assert dict(view.build_events.counts) == {"planted": 1, "hash_refused": 1}
+
+
+async def test_a_crash_is_kept_and_counted_but_moves_nothing() -> None:
+    broker = await matched(new_broker())
+    killed = p.BuildEvent("limit_killed", "tetris", "1.0", session="s1", limit="memory")
+    assert await broker.build_event("c1", CRASHED, 1.0, wall=10.0) == []
+    assert await broker.build_event("c1", killed, 1.0, wall=11.0) == []
+    view = broker.store.view("c1", 1.0)
+    assert view is not None
+    assert (view.admission, view.state) == (Admission.READY, "connected and healthy")
+    assert [(r.kind, r.limit) for r in view.build_events.recent] == [
+        ("crashed", ""),
+        ("limit_killed", "memory"),
+    ]
+    assert dict(view.build_events.counts) == {"crashed": 1, "limit_killed": 1}
+
+
+async def test_a_flood_of_reports_keeps_only_the_latest_and_counts_them_all() -> None:
+    broker = new_broker()
+    await broker.register(REGISTER, now=0.0)
+    for i in range(RECENT_BUILD_EVENTS + 5):
+        await broker.build_event("c1", replace(CRASHED, session=f"s{i}"), 0.0, wall=float(i))
+    view = broker.store.view("c1", 0.0)
+    assert view is not None
+    assert len(view.build_events.recent) == RECENT_BUILD_EVENTS
+    assert view.build_events.recent[-1].session == f"s{RECENT_BUILD_EVENTS + 4}"
+    assert view.build_events.counts["crashed"] == RECENT_BUILD_EVENTS + 5
+
+
+async def test_a_report_from_an_unknown_container_is_refused() -> None:
+    broker = new_broker()
+    with pytest.raises(IndexerError, match="'c9' is not registered"):
+        await broker.build_event("c9", CRASHED, 0.0, wall=0.0)

@@ -29,6 +29,9 @@ async def deployed(http, tmp_path: Path) -> DeployedBuild:
         return await deploy(http, url, uploaded["sha256"], tmp_path / "deployed")
 
 
+NAMED = ("arcade", "1.0.0")  # the sample build's name and version (tests/build_archives.py)
+
+
 def by_build(fault: BuildFault) -> str:
     return fault.sha256
 
@@ -61,7 +64,7 @@ def test_an_appended_file_is_found_reported_and_the_build_unpacked_again(
     faults: list[BuildFault] = []
     assert verify_build(deployed, faults.append) is None  # repaired: the session may run
     assert faults == [
-        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", True)
+        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", True, *NAMED)
     ]
     assert files_under(deployed.path) == ["game.py", "manifest.json"]
     assert (deployed.path / "game.py").read_bytes() == GAME
@@ -78,7 +81,7 @@ def test_a_change_that_puts_size_and_mtime_back_is_still_found(deployed: Deploye
     os.utime(game, ns=(before.st_atime_ns, before.st_mtime_ns))  # the ctime cannot be set back
     faults: list[BuildFault] = []
     assert verify_build(deployed, faults.append) is None
-    assert faults == [BuildFault(deployed.sha256, "'game.py' was changed", True)]
+    assert faults == [BuildFault(deployed.sha256, "'game.py' was changed", True, *NAMED)]
     os.chmod(deployed.path / "manifest.json", 0o755)  # made executable: a mode is content too
     assert verify_build(deployed, faults.append) is None
     assert faults[-1].reason == "'manifest.json' has mode 755, not 444"
@@ -92,7 +95,7 @@ def test_a_build_whose_blob_is_gone_is_refused_before_a_session(deployed: Deploy
     assert refused is not None
     assert refused.startswith("arcade was altered on this host and cannot be deployed again: ")
     assert faults == [
-        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", False)
+        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", False, *NAMED)
     ]
 
 
@@ -111,13 +114,14 @@ def test_after_a_restart_a_planted_folder_is_not_announced_and_a_tampered_build_
     faults: list[BuildFault] = []
     assert deployed_builds(root, faults.append) == [deployed]  # tree and all, as deployed
     expected = [
-        BuildFault(planted, "not announced: no blob proves it", False),
+        BuildFault(planted, "not announced: no blob proves it", False, planted=True),
         BuildFault(
             lying,
             f"not announced: its blob {root / '.blobs' / lying} does not hash to {lying}",
             False,
+            planted=True,
         ),
-        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", True),
+        BuildFault(deployed.sha256, "'game.py' was changed; 'planted.py' was added", True, *NAMED),
     ]
     assert sorted(faults, key=by_build) == sorted(expected, key=by_build)  # folders by name
     assert (deployed.path / "game.py").read_bytes() == GAME
@@ -147,5 +151,8 @@ async def test_the_agent_verifies_a_build_before_each_session(
     assert isinstance(end, p.End) and end.session == "s1"
     assert end.reason.startswith("arcade was altered on this host and cannot be deployed again")
     assert [fault.redeployed for fault in agent.build_faults] == [False]
+    report = agent.reports.take()  # for the indexer, once the agent is registered
+    assert report is not None and agent.reports.take() is None
+    assert (report.kind, report.build, report.session) == ("hash_refused", "arcade", "s1")
     assert agent.sessions == {}
     assert stat.S_IMODE(os.stat(tmp_path / "deployed").st_mode) & 0o200  # the root stays ours

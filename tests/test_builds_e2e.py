@@ -7,23 +7,27 @@ example pygame game on it, XTEST input, x11grab capture, and headless Chromium a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from builds.upload import upload_build
+from contracts import protocol as p
 from node.runtime import RunningServer, run_agent, serve
 from signaling.config import ServerConfig
 from streamer.agent import AgentConfig, ContainerAgent
 from streamer.xdisplay import xvfb_unavailable_reason
 from tests.conftest import eventually, open_page
+from tests.test_build_verification import tamper
 from verifier.bot import BotPlayer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "arcade"
@@ -61,6 +65,24 @@ def hosting(
         builds_dir=tmp / "container", deploy=names,
     )  # fmt: skip
     return run_agent(config, sessions=1)
+
+
+async def eventually_row(
+    http: aiohttp.ClientSession, server: RunningServer, ready: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """c1's row of /api/containers once `ready(row)` holds (within 15 s)."""
+    rows: list[dict[str, Any]] = []
+
+    async def shown() -> bool:
+        async with http.get(f"{server.url}/api/containers") as response:
+            rows[:] = [r for r in (await response.json())["containers"] if r["container"] == "c1"]
+        return bool(rows) and bool(ready(rows[0]))
+
+    for _ in range(150):
+        if await shown():
+            return rows[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/api/containers never showed it: {rows}")
 
 
 PIXEL = """(([x, y]) => {
@@ -129,6 +151,15 @@ async def test_a_game_that_crashes_ends_its_session_and_the_container_plays_agai
             ((session, exit_),) = agent.game_exits
             assert session == bot.session_id and exit_.crashed
             assert any("Traceback" in line for line in exit_.stderr_tail)
+            # The indexer heard it too, and shows it; a crash is the build's, not the host's.
+            row = await eventually_row(http, server, lambda r: r["build_events"]["recent"])
+            (crash,) = row["build_events"]["recent"]
+            assert (crash["kind"], crash["build"], crash["session"]) == (
+                "crashed", "crashy", bot.session_id,
+            )  # fmt: skip
+            assert crash["detail"].startswith("the game crashed: it exited with code 1")
+            assert row["build_events"]["counts"]["crashed"] == 1
+            assert row["state"] == "connected and healthy"
 
             await eventually(lambda: not agent.sessions and not agent._runs, seconds=15)
             again = BotPlayer(server.player_url)
@@ -138,3 +169,53 @@ async def test_a_game_that_crashes_ends_its_session_and_the_container_plays_agai
                 await eventually(lambda: again.log.unreadable >= 10, seconds=20)
             assert again.session_id != bot.session_id
             assert again.log.frames == 0
+
+
+async def test_a_build_altered_on_the_container_s_disk_is_reported_and_the_host_reinspected(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with network(tmp_path) as (server, key):
+        await upload_build(
+            http, server.url, key, archive(tmp_path, "arcade", ["python3", "game.py"])
+        )
+        async with hosting(server, tmp_path, "arcade") as agent:
+            row = await eventually_row(http, server, lambda r: r["state"])
+            assert row["state"] == "connected and healthy"
+            # What a hostile build of another studio would do to this one, between sessions.
+            build = agent.builds["arcade"]
+            await asyncio.to_thread(tamper, build)
+            bot = BotPlayer(server.player_url)
+            async with bot.play(http, game="arcade"):
+                await bot.wait_frames(5)  # unpacked again from its blob: the session plays
+            refused = await eventually_row(http, server, lambda r: r["build_events"]["recent"])
+            assert refused["state"] == "needs re-inspection"
+            (event,) = refused["build_events"]["recent"]
+            assert (event["kind"], event["build"], event["sha256"], event["session"]) == (
+                "hash_refused", "arcade", build.sha256, bot.session_id,
+            )  # fmt: skip
+            assert event["detail"] == (
+                "altered on disk (unpacked again): 'game.py' was changed; 'planted.py' was added"
+            )
+            # Not offered to players until verifiers inspect it again.
+            async with http.ws_connect(server.player_url) as player:
+                await player.send_str(p.Play("arcade").to_json())
+                answer = await player.receive_json()
+            assert answer["type"] in ("queued", "error"), answer
+
+
+async def test_a_folder_planted_among_the_builds_is_reported_once_the_agent_registers(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with network(tmp_path) as (server, key):
+        await upload_build(
+            http, server.url, key, archive(tmp_path, "arcade", ["python3", "game.py"])
+        )
+        planted = tmp_path / "container" / ("cd" * 32)
+        planted.mkdir(parents=True)
+        (planted / "game.py").write_bytes(b"evil")
+        async with hosting(server, tmp_path, "arcade") as agent:
+            assert set(agent.builds) == {"arcade"}  # never announced
+            row = await eventually_row(http, server, lambda r: r["build_events"]["recent"])
+            (event,) = row["build_events"]["recent"]
+            assert (event["kind"], event["build"], event["sha256"]) == ("planted", "", "cd" * 32)
+            assert row["state"] == "needs re-inspection"

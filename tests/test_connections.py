@@ -14,8 +14,9 @@ import pytest
 
 from contracts import protocol as p
 from contracts.signing import HostCredentials
+from indexer.build_events import RECENT_BUILD_EVENTS
 from indexer.keys import KeyStore
-from indexer.lifecycle import Availability, LivenessConfig
+from indexer.lifecycle import Admission, Availability, LivenessConfig
 from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry
 from indexer.store import MemoryStore
@@ -385,3 +386,25 @@ async def test_an_unreadable_key_store_makes_a_registration_unavailable(
     refusal = only_error(await network.container().send(REGISTER.to_json()))
     assert (refusal.code, refusal.ref) == ("unavailable", "register")
     assert refusal.reason.startswith(f"the key store {keys.path} is damaged: not JSON")
+
+
+async def test_build_reports_are_kept_bounded_and_a_flood_is_rate_limited() -> None:
+    network = Network()
+    container = await registered(network)
+    crash = p.BuildEvent("crashed", "reference", "1", session="s1", detail="exited with code 1")
+    reactions = [await container.send(crash.to_json()) for _ in range(MESSAGE_BURST + 5)]
+    limited = p.Error("rate_limited", "more than 20 messages per second")
+    assert reactions == [Reaction()] * (MESSAGE_BURST - 1) + [Reaction(replies=(limited,))] * 6
+    events = network.registry.get("c1").build_events
+    assert len(events.recent) == RECENT_BUILD_EVENTS  # of the 39 taken, the latest only
+    assert events.counts == {"crashed": MESSAGE_BURST - 1}
+    hostile = json.loads(crash.to_json()) | {"detail": "x" * 10_000}
+    refusal = only_error(await container.send(json.dumps(hostile), now=10.0))
+    assert (refusal.code, refusal.reason) == (
+        "bad_field",
+        "build_event.detail is longer than 128 characters",
+    )
+    refused = p.BuildEvent("hash_refused", "reference", "1", detail="'game.py' was changed")
+    assert await container.send(refused.to_json(), now=10.0) == Reaction()
+    lifecycle = network.registry.get("c1").lifecycle
+    assert lifecycle.admission is Admission.NEEDS_REINSPECTION

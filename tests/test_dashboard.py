@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from contracts.protocol import GpuSpec, HostSpecs, Register
+from contracts.protocol import BuildEvent, GpuSpec, HostSpecs, Register
 from streamer.telemetry import TelemetryReader
 from tests.conftest import open_page
 from tests.samples import challenge_of, host_credentials, signed
@@ -68,3 +68,40 @@ async def test_server_strings_are_shown_as_text_never_as_markup(network, http, b
         assert f"GPU 0: {hostile}" in text
         assert await card.locator("img, b, i, x264").count() == 0
         assert await page.evaluate("window.pwned === undefined")
+
+
+async def test_a_container_s_build_reports_are_on_its_card_and_a_touched_disk_is_marked(
+    network, http, browser
+) -> None:
+    server, _ = network
+    register = Register("host", ["arcade"], ["x264"], 1280, 720, 60)
+    hostile = "<img src=x onerror=window.pwned=1>"
+    reports = [
+        BuildEvent("crashed", "arcade", "1.0", session="i1.s1", detail="exited with code 1"),
+        BuildEvent("limit_killed", "arcade", "1.0", session="i1.s2", limit="cpu_time"),
+        BuildEvent("hash_refused", "arcade", "1.0", detail=f"'game.py' was changed {hostile}"),
+    ]
+    async with http.ws_connect(server.container_url) as host:
+        challenge = await challenge_of(host)
+        await host.send_str(signed(register, host_credentials(server), challenge))
+        assert (await host.receive_json())["type"] == "registered"
+        for report in reports:
+            await host.send_str(report.to_json())
+        page, errors = await open_page(browser, server.url + "/static/dashboard.html")
+        shown = "window.dashboard.containers.some(c => c.build_events.counts.hash_refused === 1)"
+        await page.wait_for_function(shown, timeout=10_000)
+        await page.wait_for_function(POLLED.format(1, 2), timeout=10_000)
+        card = page.locator(CARD.format("host"))
+        text = await card.inner_text()
+        assert "lifecycle\nneeds re-inspection" in text
+        assert "1 crashed, 1 killed by a limit, 1 refused by the hash check" in text
+        events = card.locator("li.build-event")
+        assert await events.evaluate_all("items => items.map(i => i.dataset.kind)") == [
+            "hash_refused", "limit_killed", "crashed",
+        ]  # fmt: skip
+        assert f"arcade 1.0: refused by the hash check: 'game.py' was changed {hostile}" in text
+        assert "arcade 1.0: killed by a limit (cpu time) in i1.s2" in text
+        assert await card.locator("img").count() == 0
+        weight = "e => getComputedStyle(e).fontWeight"
+        assert await card.locator("li.hash_refused").evaluate(weight) == "700"  # highlighted
+        assert errors == []

@@ -40,14 +40,14 @@ OURS = frozenset(LAYERS) | {"tests"}
 PURE_PACKAGES = frozenset({"contracts", "reference_game", "judge"})
 PURE_MODULES = frozenset(
     {
-        "indexer.coordinates", "indexer.keys", "indexer.lifecycle",
+        "indexer.build_events", "indexer.coordinates", "indexer.keys", "indexer.lifecycle",
         "indexer.placement", "indexer.play_queue", "indexer.registry", "indexer.selection",
         "indexer.store",
         "builds.manifest", "builds.members",
         "signaling.authentication", "signaling.broker", "signaling.connections",
         "signaling.probing", "signaling.session", "signaling.sweep",
-        "streamer.feedback", "streamer.impairment", "streamer.indexer_link", "streamer.pacing",
-        "streamer.sandbox", "streamer.xauthority",
+        "streamer.fault_reports", "streamer.feedback", "streamer.impairment",
+        "streamer.indexer_link", "streamer.pacing", "streamer.sandbox", "streamer.xauthority",
         "verifier.bot_verdict", "verifier.frame_stats", "verifier.inspection",
         "verifier.live_sample", "verifier.reaction", "verifier.trace",
     }

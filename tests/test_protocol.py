@@ -57,6 +57,9 @@ EXAMPLES: list[p.Message] = [
     p.Answer("s1", "v=0\r\n"),
     p.Playing("s1"),
     p.Maintenance("the container is shutting down"),
+    p.BuildEvent("crashed", "arcade", "1.0.2", "ab" * 32, "i1.s1", detail="exited with code 1"),
+    p.BuildEvent("limit_killed", "arcade", "1.0.2", session="i1.s2", limit="memory"),
+    p.BuildEvent("planted", sha256="cd" * 32, detail="a folder no blob proves"),
     p.Matched("s1", "c1"),
     p.Registered("c1", 2000),
     p.SessionOffer("s1", "v=0\r\n", 1280, 720, 60),
@@ -109,6 +112,8 @@ def test_defaults() -> None:
         ("session_offer", "player"),
         ("player_stats", "container"),
         ("session_timings", "player"),
+        ("build_event", "player"),
+        ("build_event", "server"),
         ("session_sample", "verifier"),
         ("ended", "player"),
         ("error", "container"),
@@ -353,3 +358,40 @@ def test_a_full_live_sample_fits_in_one_message() -> None:
     )  # fmt: skip
     assert len(sample.to_json()) < p.MAX_MESSAGE_BYTES
     assert parse_message(sample.to_json(), "server") == sample
+
+
+def build_event_wire(**changes: Any) -> str:
+    return wire("build_event", **{"kind": "hash_refused", "build": "arcade", "version": "1",
+                                  **changes})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (wire("build_event"), "build_event needs field 'kind'"),
+        (build_event_wire(kind="exploded"), "build_event.kind='exploded' is not one of "
+         "['crashed', 'limit_killed', 'hash_refused', 'planted']"),
+        (build_event_wire(detail="x" * (p.MAX_TEXT + 1)), "build_event.detail is longer than 128 "
+         "characters"),
+        (build_event_wire(build="b" * 65), "build_event.build is longer than 64 characters"),
+        (build_event_wire(sha256="a" * 65), "build_event.sha256 is longer than 64 characters"),
+        (build_event_wire(kind="limit_killed", limit="disk"), "build_event.limit='disk' is not "
+         "one of ['', 'memory', 'processes', 'cpu_time']"),
+        (build_event_wire(kind="limit_killed"), "build_event.limit names the limit of a "
+         "limit_killed event, and only"),
+        (build_event_wire(kind="crashed", limit="memory"), "build_event.limit names the limit of "
+         "a limit_killed event, and only"),
+        (build_event_wire(detail=["x"]), "build_event.detail must be a string"),
+        (build_event_wire(count=10**9), "build_event has unknown fields ['count']"),
+    ],
+)  # fmt: skip
+def test_a_hostile_build_event_is_refused_with_the_exact_reason(raw: str, reason: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_message(raw, "container")
+    assert (caught.value.code, caught.value.reason) == ("bad_field", reason)
+
+
+def test_a_build_event_at_its_limits_parses() -> None:
+    widest = p.BuildEvent("limit_killed", "b" * 64, "v" * 32, "f" * 64, "s" * p.MAX_TEXT,
+                          "processes", "d" * p.MAX_TEXT)  # fmt: skip
+    assert parse_message(widest.to_json(), "container") == widest

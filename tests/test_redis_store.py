@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from contracts.protocol import BUILD_EVENT_KINDS
+from indexer.build_events import RECENT_BUILD_EVENTS, BuildEventRecord
 from indexer.coordinates import Coordinate
 from indexer.lifecycle import (
     TRANSITIONS,
@@ -423,12 +425,49 @@ async def _random_change(store: RedisStore, rng: random.Random, session: str) ->
             await store.apply(cid, rng.choice([*events, E.HEARTBEAT_MISSED]))
         elif action == 5:
             await store.register(cid, {"capacity": 2, "seen": session})
-        elif action == 6:
+        elif action == 6 and rng.random() < 0.5:
             await store.set_quality(cid, rng.random(), rng.random())
+        elif action == 6:
+            kind = rng.choice(BUILD_EVENT_KINDS)
+            limit = "memory" if kind == "limit_killed" else ""
+            await store.add_build_event(cid, BuildEventRecord(rng.random(), kind, limit=limit))
         else:
             await store.remove(f"c{rng.randrange(12, 14)}")
     except (IllegalEventError, UnknownContainerError):
         pass  # the other writer got there first: refused, and nothing changed
+
+
+async def test_build_reports_are_kept_bounded_counted_and_fed_to_every_indexer(clients):
+    store, other = RedisStore(clients[0], LIVENESS), RedisStore(clients[1], LIVENESS)
+    start, _ = await store.snapshot()
+    await admitted(store, "c")
+    hostile = '</script>\\/"\u00e9' * 10  # survives Lua's cjson as it came
+    reports = [
+        BuildEventRecord(1700 + i / 3, "crashed", "arcade", "1.0", session=f"s{i}", detail=hostile)
+        for i in range(RECENT_BUILD_EVENTS + 5)
+    ]
+    for report in reports:
+        await store.add_build_event("c", report)
+    planted = BuildEventRecord(1800.0, "planted", sha256="cd" * 32)
+    await other.add_build_event("c", planted)
+    state = await state_of(other, "c")
+    assert state.build_events.recent == (*reports[6:], planted)  # the latest 20, oldest first
+    assert state.build_events.counts == {"crashed": RECENT_BUILD_EVENTS + 5, "planted": 1}
+    await store.apply("c", E.HEARTBEAT_MISSED)
+    await store.register("c", {"capacity": 1})  # back after a lost connection: kept
+    assert (await state_of(store, "c")).build_events == state.build_events
+    _, changes = await store.changes(start)
+    fed = [c for c in changes if c.kind is K.BUILD_EVENT]
+    assert [(c.build_event, c.build_count) for c in fed[-2:]] == [
+        (reports[-1], RECENT_BUILD_EVENTS + 5),
+        (planted, 1),
+    ]
+    rebuilt: dict[str, ContainerState] = {}
+    for change in changes:
+        replay(rebuilt, change)
+    assert rebuilt["c"].build_events == state.build_events
+    with pytest.raises(UnknownContainerError, match="'nobody' is not in the store"):
+        await store.add_build_event("nobody", planted)
 
 
 async def test_changes_wait_for_the_next_change(clients):

@@ -25,7 +25,7 @@ import pytest
 
 from builds.manifest import MANIFEST_NAME, parse_manifest
 from streamer.game_process import GameProcess
-from streamer.sandbox import BUILD_MOUNT, SandboxLimits, exit_status, game_environment
+from streamer.sandbox import BUILD_MOUNT, SandboxLimits, exit_status, game_environment, limit_of
 from streamer.sandbox_host import GameSandbox, SandboxHost, cgroup_members, probe_sandbox
 from streamer.xdisplay import XvfbDisplay, xvfb_unavailable_reason
 from tests.conftest import eventually
@@ -175,7 +175,9 @@ async def test_a_fork_bomb_is_held_by_the_pids_cgroup_and_the_host_stays_respons
         pids_group = next(g for g in bomb.jail.cgroups if "pids" in g.parts)
         held = len(cgroup_members(pids_group))
         report = bomb.reports()[0]
+        reached = await asyncio.to_thread(bomb.jail.limits_reached)  # what a report would name
     assert refused(report) == "EAGAIN"
+    assert "pids" in reached and limit_of(None, reached) == "processes"
     assert report["forks"] < LIMITS.processes
     assert held <= LIMITS.processes
     assert spawn_s < 10.0  # generous: a host whose process table the bomb filled would hang

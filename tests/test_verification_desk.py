@@ -14,12 +14,14 @@ from contracts import protocol as p
 from contracts.challenge import ChallengeError
 from indexer.keys import KeyStore
 from indexer.lifecycle import LivenessConfig
+from indexer.play_queue import PlayQueue, Relaxation
 from indexer.registry import ContainerRegistry, ContainerSpec
 from indexer.store import MemoryStore
 from judge.coordinator import Coordinator, VerificationConfig
 from judge.desk import VerificationDesk
 from judge.rotation import RotationConfig
 from node.runtime import serve
+from signaling.broker import SessionBroker
 from signaling.config import ServerConfig
 from streamer.inspected import ChallengeSolver
 from streamer.telemetry import TelemetryReader
@@ -118,3 +120,18 @@ async def test_enlisting_needs_a_live_key_where_the_indexer_checks_keys(
         "conflict",
         "verifier id 'v0' belongs to another key; choose another id",
     )
+
+
+async def test_a_host_whose_build_was_altered_on_disk_gets_a_registration_check() -> None:
+    registry = ContainerRegistry(LivenessConfig(2.0, 3), np.random.default_rng(0),
+                                 admit_on_register=True)  # fmt: skip
+    store = MemoryStore(registry)
+    broker = SessionBroker(store, PlayQueue(Relaxation()), lambda: "s1")
+    await broker.register(p.Register("c1", ["arcade"], ["h264"], 1280, 720, 60), MONO)
+    config = VerificationConfig(rotation=RotationConfig(duty_size=1, committee_size=1))
+    desk = VerificationDesk(Coordinator(config, b"g", NOW - 1, np.random.default_rng(0)), store)
+    desk.enlist(p.Enlist("v0", 10))
+    altered = p.BuildEvent("hash_refused", "arcade", "1", detail="'game.py' was changed")
+    await broker.build_event("c1", altered, MONO, wall=NOW)
+    (assigned,), _ = await desk.sweep(NOW, MONO)
+    assert assigned[1].kind == "registration"  # not the bot session an admitted host gets

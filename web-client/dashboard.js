@@ -1,7 +1,8 @@
 // The network dashboard: every container the indexer knows, from /api/containers,
 // /api/sessions and /api/verifiers every two seconds: lifecycle state and availability, what it
 // hosts and streams, liveness, its sessions, the host it runs on and each GPU's telemetry, and
-// what verifiers found (QoS, claimed against measured, recent verdicts); then the verifiers. Server strings only ever become text
+// what verifiers found (QoS, claimed against measured, recent verdicts), what the container
+// reported about its builds (crashes, limit kills, hash refusals, planted folders); then the verifiers. Server strings only ever become text
 // nodes or attribute values, never HTML. window.dashboard exposes the latest poll for tests.
 const POLL_MS = 2000;
 
@@ -104,6 +105,29 @@ function verificationSection(container) {
   return parts;
 }
 
+// What the container reported about its builds: a count of each kind and the latest reports,
+// newest first. A touched disk (hash refusal, planted folder) sends the host to re-inspection
+// and is marked as the host's fault; crashes and limit kills are the build's.
+const BUILD_EVENT_NAMES = {
+  crashed: "crashed", limit_killed: "killed by a limit", hash_refused: "refused by the hash check",
+  planted: "planted folder",
+};
+
+function buildEventsSection(container) {
+  const { recent, counts } = container.build_events;
+  const totals = Object.entries(counts).filter(([, n]) => n > 0)
+    .map(([kind, n]) => `${n} ${BUILD_EVENT_NAMES[kind] || kind}`);
+  const parts = [el("h3", {}, "Builds"), terms([["reports", totals.join(", ") || "none"]])];
+  if (recent.length) {
+    parts.push(el("ul", { class: "build-events" }, ...recent.map((e) => el("li",
+      { class: `build-event ${e.kind}`, "data-kind": e.kind },
+      `${new Date(e.at * 1000).toLocaleTimeString()} ${e.build || "?"}${e.version ? ` ${e.version}` : ""}: ` +
+      `${BUILD_EVENT_NAMES[e.kind] || e.kind}${e.limit ? ` (${e.limit.replace("_", " ")})` : ""}` +
+      `${e.session ? ` in ${e.session}` : ""}${e.detail ? `: ${e.detail}` : ""}`))));
+  }
+  return parts;
+}
+
 function verifiersSection() {
   const v = state.verifiers;
   if (!v) return [];
@@ -140,6 +164,7 @@ function card(container) {
     terms(hostRows(container)),
     ...gpuSections(container),
     ...verificationSection(container),
+    ...buildEventsSection(container),
   );
 }
 
