@@ -255,6 +255,7 @@ async def _container(args: argparse.Namespace) -> None:
         builds_dir=args.builds,
         deploy=tuple(args.deploy),
         unsafe_no_sandbox=args.unsafe_no_sandbox,
+        warm_standby=args.warm_standby,
         probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
@@ -289,6 +290,13 @@ def _add_build_options(container: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="host this build: fetched from the indexer at start (repeat for each)",
+    )
+    container.add_argument(
+        "--no-warm-standby",
+        dest="warm_standby",
+        action="store_false",
+        help="start a build's display, sandbox and game when a player presses Play, instead of"
+        " keeping one run of each build started and waiting (a display and an idle game each)",
     )
     container.add_argument(
         "--unsafe-no-sandbox",
