@@ -532,6 +532,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         ("indexer_shared", "claims/s of three indexer processes on one redis-server"),
         ("capture", "the example build captured under Xvfb: fps, latency p50/p95, baselines"),
         ("sandbox", "a build's sandbox: start cost against a plain start, capture fps in it"),
+        ("builds", "a build's Play to first frame in Chromium, cold and warm; standby's cost"),
         ("verifier", "the bot's glass-to-glass against known container delays; bot CPU"),
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)

@@ -13,6 +13,8 @@ session, and the sandbox's cgroups are emptied last; a game that exits on its ow
 waiting per build (streamer/warm_pool.py) with everything up but the capture, whose thread
 starts in `stream()`, when a session takes the run (it opens while the peer connects, and a
 waiting run grabs no frames nobody sees). `on_exit` may be handed to the session then.
+`pause` stops every process of the game's sandbox (SIGSTOP) so that a waiting game costs no
+CPU; `resume`, and `stop` too (a stopped process does not act on SIGTERM), continue them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psutil
 
 from streamer.deploy import DeployedBuild
 from streamer.errors import StreamerError
@@ -76,6 +81,8 @@ class BuildRun(Started):
         self._frames: WindowFrames | None = None
         self._capture: WindowCapture | None = None
         self._streaming = False
+        self._paused = False
+        self._stopped_pids: set[int] = set()  # what pause stopped: resume continues them
 
     @property
     def game(self) -> GameProcess:
@@ -97,6 +104,27 @@ class BuildRun(Started):
     @property
     def streaming(self) -> bool:
         return self._streaming
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> int:
+        """SIGSTOP the game's sandbox, every process of it; returns how many were stopped."""
+        if self._game is None or self._game.pid is None:
+            raise BuildRunError(f"the run of {self.build.name} is not started")
+        self._paused = True
+        stopped = await asyncio.to_thread(_signal_tree, self._game.pid, signal.SIGSTOP)
+        self._stopped_pids |= stopped
+        return len(stopped)
+
+    def resume(self) -> None:
+        """SIGCONT what `pause` stopped: no scan (a stopped process cannot fork), so it costs
+        the Play path microseconds. After a pause that raced it, call it again."""
+        self._paused = False
+        for pid in self._stopped_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     async def start(self) -> None:
         if self._stack is not None:
@@ -168,11 +196,31 @@ class BuildRun(Started):
         """Capture, input, game, sandbox, display: in that order; safe to call twice."""
         stack, self._stack = self._stack, None
         if stack is not None:
+            self.resume()  # first: a paused game would wait out SIGTERM's grace
             await stack.aclose()
 
     async def _exited(self, how: GameExit) -> None:
         if self.on_exit is not None:
             await self.on_exit(how)
+
+
+def _signal_tree(root: int, signum: int) -> set[int]:
+    """Send `signum` to `root` and its descendants, listed again until no new one appears (a
+    process forking meanwhile); the pids that received it. Blocking: scans /proc."""
+    sent: set[int] = set()
+    while True:
+        try:
+            top = psutil.Process(root)
+            tree = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return sent
+        fresh = [process for process in tree if process.pid not in sent]
+        if not fresh:
+            return sent
+        for process in fresh:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
+            sent.add(process.pid)
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,9 @@ monotonic second count) and does what they say. Per build, one slot:
 - **When to start**: a slot is EMPTY, the container stands by (no session runs: a waiting
   instance is for the next player, not a second game beside a player's), and its retry time
   has come. So a fresh instance follows each session, and none competes with one.
+- **Pause**: a game that has waited `settle_s` (long enough to have drawn its first frames
+  and to have crashed, if it crashes at start) is paused (SIGSTOP): a waiting game then
+  costs its memory and no CPU. It is resumed when taken, or to be stopped.
 - **Hand over**: only a WAITING instance is taken; a STARTING one is awaited by the edge
   (it is the cold start the player would pay anyway, begun earlier).
 - **Replace, with backoff**: a start that fails, or a game that exits while waiting, empties
@@ -30,6 +33,7 @@ from streamer.errors import StreamerError
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 STABLE_S = 10.0  # waiting this long before an exit: not a build that crashes at start
+SETTLE_S = 2.0  # a waiting game runs this long before it is paused
 
 
 class SlotState(enum.Enum):
@@ -55,14 +59,18 @@ class Slot:
     retry_at: float = 0.0  # no start before this
     failures: int = 0  # in a row: starts that failed, games that exited soon after waiting
     waiting_since: float = 0.0
+    paused: bool = False
 
 
 class StandbyRules:
     """One slot per build; every event names its build and, where time matters, `now`."""
 
-    def __init__(self, builds: Iterable[str], *, stable_s: float = STABLE_S) -> None:
+    def __init__(
+        self, builds: Iterable[str], *, stable_s: float = STABLE_S, settle_s: float = SETTLE_S
+    ) -> None:
         self.slots = {name: Slot() for name in builds}
         self.stable_s = stable_s
+        self.settle_s = settle_s
         self.sessions: set[str] = set()  # running on the container, whatever they play
 
     def due(self, now: float) -> list[str]:
@@ -78,17 +86,34 @@ class StandbyRules:
             self.slots[name].state = SlotState.STARTING
         return starting
 
+    def to_pause(self, now: float) -> list[str]:
+        """The waiting games that have run `settle_s` unpaused: pause them (now paused)."""
+        names = [
+            name
+            for name, slot in self.slots.items()
+            if slot.state is SlotState.WAITING
+            and not slot.paused
+            and now >= slot.waiting_since + self.settle_s
+        ]
+        for name in names:
+            self.slots[name].paused = True
+        return names
+
     def next_due(self, now: float) -> float | None:
-        """When `due` may next name a build, if nothing else happens first; None: not until
-        an event (a session ends, an instance stops)."""
-        if self.sessions:
-            return None
-        times = [s.retry_at for s in self.slots.values() if s.state is SlotState.EMPTY]
+        """When `due` or `to_pause` may next name a build, if nothing else happens first;
+        None: not until an event (a session ends, an instance starts or stops)."""
+        times = [
+            s.waiting_since + self.settle_s
+            for s in self.slots.values()
+            if s.state is SlotState.WAITING and not s.paused
+        ]
+        if not self.sessions:
+            times += [s.retry_at for s in self.slots.values() if s.state is SlotState.EMPTY]
         return max(now, min(times)) if times else None
 
     def started(self, name: str, now: float) -> None:
         slot = self._slot(name, SlotState.STARTING, "started")
-        slot.state, slot.waiting_since = SlotState.WAITING, now
+        slot.state, slot.waiting_since, slot.paused = SlotState.WAITING, now, False
 
     def start_failed(self, name: str, now: float) -> float:
         """The start failed (or its build was refused); returns when the next may begin."""
@@ -111,7 +136,8 @@ class StandbyRules:
         self._slot(name, SlotState.STARTING, "cancelled").state = SlotState.EMPTY
 
     def take(self, name: str) -> bool:
-        """Hand the waiting instance to a player: True when there is one (the slot empties)."""
+        """Hand the waiting instance to a player: True when there is one (the slot empties;
+        the edge resumes it if it was paused)."""
         slot = self.slots.get(name)
         if slot is None or slot.state is not SlotState.WAITING:
             return False

@@ -20,8 +20,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
+from typing import Any
 
 from streamer.build_run import BuildRun, BuildRunError
 from streamer.deploy import DeployedBuild
@@ -62,9 +63,10 @@ class WarmPool:
         self._changed = asyncio.Event()  # wakes the keeper: a rule's input changed
         self._ready = asyncio.Condition()  # notified whenever a run starts waiting
         self._keeper: asyncio.Task[None] | None = None
-        # Runs being stopped, outside the keeper's TaskGroup: a stop is never cancelled halfway
-        # (a game left running), and the keeper awaits every one before it ends.
-        self._stops: set[asyncio.Task[None]] = set()
+        # Runs being paused or stopped, outside the keeper's TaskGroup: neither is cancelled
+        # halfway (a game left running, or stopped after its resume), and the keeper awaits
+        # every one before it stops the runs it still holds.
+        self._chores: set[asyncio.Task[None]] = set()
 
     def waiting(self, name: str) -> BuildRun | None:
         """The run of `name` waiting for a player, if one is."""
@@ -89,6 +91,7 @@ class WarmPool:
             return None
         run = self._waiting.pop(name)
         run.on_exit = None
+        run.resume()
         return run
 
     def discard(self, name: str) -> None:
@@ -137,14 +140,16 @@ class WarmPool:
                     now = self._clock()
                     for name in self.rules.due(now):
                         self._starting[name] = tasks.create_task(self._start(name))
+                    for name in self.rules.to_pause(now):
+                        self._chore(self._pause(name))
                     due = self.rules.next_due(now)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(None if due is None else due - now):
                             await self._changed.wait()
         finally:
+            await asyncio.gather(*self._chores, return_exceptions=True)
             runs, self._waiting = list(self._waiting.values()), {}
-            stops = [*self._stops, *(run.stop() for run in runs)]
-            await asyncio.gather(*stops, return_exceptions=True)
+            await asyncio.gather(*(run.stop() for run in runs), return_exceptions=True)
 
     async def _start(self, name: str) -> None:
         build = self.builds[name]
@@ -172,6 +177,15 @@ class WarmPool:
         async with self._ready:
             self._ready.notify_all()
 
+    async def _pause(self, name: str) -> None:
+        run = self._waiting.get(name)
+        if run is None:
+            return
+        stopped = await run.pause()
+        if self._waiting.get(name) is not run:  # taken while we paused it: continue it again
+            run.resume()
+        log.info("standby run of %s paused (%d processes stopped)", name, stopped)
+
     async def _exited(self, name: str, run: BuildRun, how: GameExit) -> None:
         """A waiting game ended on its own (called from its watcher: the stop is a task)."""
         if self._waiting.get(name) is not run:
@@ -184,10 +198,13 @@ class WarmPool:
         self._changed.set()
 
     def _stop_later(self, run: BuildRun) -> None:
-        """Stop `run` in a task the keeper awaits before it ends."""
-        task = asyncio.ensure_future(run.stop())
-        self._stops.add(task)
-        task.add_done_callback(self._stops.discard)
+        self._chore(run.stop())
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in a task the keeper awaits before it ends."""
+        task = asyncio.ensure_future(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     @property
     def states(self) -> dict[str, SlotState]:

@@ -7,6 +7,7 @@ import pytest
 
 from streamer.standby_rules import (
     BACKOFF_MAX_S,
+    SETTLE_S,
     STABLE_S,
     SlotState,
     StandbyRuleError,
@@ -27,7 +28,23 @@ def test_every_build_is_started_once_at_first_and_then_waits() -> None:
     rules.started("arcade", 0.5)
     assert rules.slots["arcade"].state is SlotState.WAITING
     assert rules.slots["racer"].state is SlotState.STARTING
-    assert rules.next_due(1.0) is None  # nothing empty: only an event brings a start
+    assert rules.next_due(1.0) == 0.5 + SETTLE_S  # when the waiting game is to be paused
+    assert rules.to_pause(2.4) == [] and rules.to_pause(2.5) == ["arcade"]
+    assert rules.to_pause(9.0) == []  # paused once
+    assert rules.next_due(9.0) is None  # nothing empty or running: only an event brings one
+
+
+def test_a_waiting_game_is_paused_once_it_settled_and_not_while_a_session_defers_it() -> None:
+    rules = StandbyRules(["arcade"], settle_s=2.0)
+    waiting(rules, "arcade", 10.0)
+    rules.session_started("s1")  # a reference-game session: the waiting run stays, and settles
+    assert rules.next_due(10.0) == 12.0
+    assert rules.to_pause(12.0) == ["arcade"]
+    assert rules.take("arcade")
+    assert rules.slots["arcade"].state is SlotState.EMPTY
+    rules.session_ended("s1")
+    waiting(rules, "arcade", 20.0)
+    assert rules.slots["arcade"].paused is False  # a fresh game runs until it settles
 
 
 def test_the_waiting_instance_is_taken_once_and_the_next_starts_after_the_session() -> None:

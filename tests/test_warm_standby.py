@@ -90,6 +90,48 @@ async def test_the_first_player_takes_the_waiting_run_and_a_fresh_one_follows_th
             assert list(agent.game_exits) == []  # stopped on purpose: nothing to record
 
 
+def runs_the_game(process: psutil.Process) -> bool:
+    try:
+        return "game.py" in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def statuses(processes: list[psutil.Process]) -> set[str]:
+    return {process.status() for process in processes}
+
+
+async def test_a_settled_waiting_game_is_paused_and_runs_again_when_a_player_takes_it(
+    tmp_path: Path, http: aiohttp.ClientSession, sandboxed: None
+) -> None:
+    async with network(tmp_path) as (server, key):
+        await upload_build(
+            http, server.url, key, archive(tmp_path, "arcade", ["python3", "game.py"])
+        )
+        async with hosting(server, tmp_path, "arcade") as agent:
+            pool = pool_of(agent)
+            waiting = await asyncio.wait_for(pool.wait_ready("arcade"), 20)
+            stopped = {psutil.STATUS_STOPPED}
+            await eventually(lambda: statuses(processes_of(waiting)[1:]) == stopped, seconds=10)
+            sandbox = processes_of(waiting)[1:]
+            assert waiting.paused and len(sandbox) >= 2  # bwrap, and the game inside
+            cpu = sum(p.cpu_times().user + p.cpu_times().system for p in sandbox)
+            await asyncio.sleep(0.5)
+            assert sum(p.cpu_times().user + p.cpu_times().system for p in sandbox) == cpu
+
+            bot = BotPlayer(server.player_url)
+            async with bot.play(http, game="arcade"):
+                await bot.wait_channel_open()
+                await bot.wait_frames(5)
+                assert agent.build_run(bot.session_id) is waiting and not waiting.paused
+                assert psutil.STATUS_STOPPED not in statuses(sandbox)
+                before = bot.log.samples[-1].marker.input_sequence
+                bot.send_input({"type": "key", "code": "KeyD", "down": True})
+                await eventually(
+                    lambda: bot.log.samples[-1].marker.input_sequence > before, seconds=10
+                )
+
+
 async def test_a_waiting_game_that_dies_is_recorded_and_replaced(
     tmp_path: Path, http: aiohttp.ClientSession, sandboxed: None
 ) -> None:
@@ -100,8 +142,9 @@ async def test_a_waiting_game_that_dies_is_recorded_and_replaced(
         async with hosting(server, tmp_path, "arcade") as agent:
             pool = pool_of(agent)
             waiting = await asyncio.wait_for(pool.wait_ready("arcade"), 20)
+            await eventually(lambda: any(map(runs_the_game, processes_of(waiting))), seconds=10)
             doomed = processes_of(waiting)
-            game = next(p for p in doomed if "game.py" in " ".join(p.cmdline()))
+            game = next(filter(runs_the_game, doomed))
             os.kill(game.pid, signal.SIGKILL)  # the build's own process, inside its sandbox
 
             await eventually(lambda: len(agent.game_exits) == 1, seconds=10)
@@ -156,6 +199,8 @@ async def test_stopping_the_agent_empties_the_pool_within_two_seconds_and_leaves
         try:
             pool = pool_of(agent)
             waiting = await asyncio.wait_for(pool.wait_ready("arcade"), 20)
+            stopped = {psutil.STATUS_STOPPED}  # paused: the case that could wait out SIGTERM
+            await eventually(lambda: statuses(processes_of(waiting)[1:]) == stopped, seconds=10)
             processes = processes_of(waiting)
             assert len(processes) >= 3  # Xvfb, the sandbox, the game in it
         finally:
