@@ -386,6 +386,8 @@ class ContainerAgent:
             altered.append(fault)
             self.build_faults.append(fault)
 
+        if build and self.standby is not None:
+            await self.standby.settled(build.name)  # one verification of a tree at a time
         if build and (refused := await asyncio.to_thread(verify_build, build, found)):
             await _send_end(ws, session_id, refused)  # altered on disk, and not deployable again
             return

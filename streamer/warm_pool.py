@@ -78,15 +78,20 @@ class WarmPool:
             await self._ready.wait_for(lambda: name in self._waiting)
         return self._waiting[name]
 
+    async def settled(self, name: str) -> None:
+        """Once no start of `name` is in flight (its verification among it: a session's own
+        verification must not repair the tree at the same time)."""
+        starting = self._starting.get(name)
+        if starting is not None:
+            await asyncio.wait({starting})  # our cancellation does not cancel the pool's start
+
     async def take(self, name: str) -> BuildRun | None:
         """The waiting run of `name` for a session, or None (a cold start is the caller's).
 
         One still starting is awaited: it is the start the player would wait for anyway,
         begun earlier. The caller owns the run from here: it sets `on_exit` and stops it.
         """
-        starting = self._starting.get(name)
-        if starting is not None:
-            await asyncio.wait({starting})  # our cancellation does not cancel the pool's start
+        await self.settled(name)
         if not self.rules.take(name):
             return None
         run = self._waiting.pop(name)
