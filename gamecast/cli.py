@@ -255,6 +255,7 @@ async def _container(args: argparse.Namespace) -> None:
         builds_dir=args.builds,
         deploy=tuple(args.deploy),
         unsafe_no_sandbox=args.unsafe_no_sandbox,
+        warm_standby=args.warm_standby,
         probe=None if args.probe_host is None else (ANY_ADDRESS, args.probe_port, args.probe_host),
     )
     async with run_agent(config, args.capacity):
@@ -289,6 +290,13 @@ def _add_build_options(container: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="host this build: fetched from the indexer at start (repeat for each)",
+    )
+    container.add_argument(
+        "--no-warm-standby",
+        dest="warm_standby",
+        action="store_false",
+        help="start a build's display, sandbox and game when a player presses Play, instead of"
+        " keeping one run of each build started and waiting (a display and an idle game each)",
     )
     container.add_argument(
         "--unsafe-no-sandbox",
@@ -524,6 +532,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         ("indexer_shared", "claims/s of three indexer processes on one redis-server"),
         ("capture", "the example build captured under Xvfb: fps, latency p50/p95, baselines"),
         ("sandbox", "a build's sandbox: start cost against a plain start, capture fps in it"),
+        ("builds", "a build's Play to first frame in Chromium, cold and warm; standby's cost"),
         ("verifier", "the bot's glass-to-glass against known container delays; bot CPU"),
     ):
         passed = bench_kinds.add_parser(name, help=help, add_help=False)

@@ -23,7 +23,7 @@ import aiohttp
 from builds.errors import DeployError
 from contracts import protocol as p
 from contracts.signing import HostCredentials
-from streamer.build_run import build_frames
+from streamer.build_run import BuildRun
 from streamer.deploy import BuildFault, DeployedBuild, deploy, deployed_builds, verify_build
 from streamer.fault_reports import ReportOutbox, fault_report, game_report
 from streamer.game_process import GameExit
@@ -48,6 +48,8 @@ from streamer.probe_endpoint import probe_endpoint
 from streamer.sandbox_host import SandboxHost, SandboxUnavailable, probe_sandbox
 from streamer.session import StreamOptions, StreamSession
 from streamer.telemetry import TelemetryReader
+from streamer.warm_pool import WarmPool
+from streamer.window_capture import WindowFrames
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,9 @@ class AgentConfig:
     # Builds run only in a sandbox (streamer/sandbox_host.py); where bwrap does not work the
     # operator may still run them unconfined, by saying so.
     unsafe_no_sandbox: bool = False
+    # Keep a started run of each build waiting for the next player (streamer/warm_pool.py):
+    # Play then skips the display, sandbox and game start, for a display and a game held idle.
+    warm_standby: bool = True
 
 
 class ContainerAgent:
@@ -126,7 +131,8 @@ class ContainerAgent:
         self.game_exits: deque[tuple[str, GameExit]] = deque(maxlen=GAME_EXITS_KEPT)
         self.build_faults: deque[BuildFault] = deque(maxlen=GAME_EXITS_KEPT)  # altered on disk
         self.reports = ReportOutbox()  # both, for the indexer (p.BuildEvent), until sent
-        self._runs: dict[str, contextlib.AsyncExitStack] = {}  # a build session's display...
+        self._runs: dict[str, BuildRun] = {}  # a build session's display, game, capture...
+        self.standby: WarmPool | None = None  # the waiting runs, while the agent runs
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
         self.sandbox: SandboxHost | None = None  # found at start when it hosts builds
         self.sandbox_refusal = "the container hosts no builds"  # why not, when None
@@ -146,6 +152,8 @@ class ContainerAgent:
                 if self.config.builds_dir is not None:
                     await self._probe_sandbox()
                 await self._deploy(http)
+                if self.builds and self.config.warm_standby:
+                    self.standby = await stack.enter_async_context(self._warm_pool())
                 while True:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
@@ -172,6 +180,11 @@ class ContainerAgent:
                     await asyncio.sleep(reconnect_delay(attempt))
                     attempt += 1
                     url = next_server((self.config.server_url, *self.config.other_servers), url)
+
+    def build_run(self, session_id: str) -> BuildRun | None:
+        """The build's run a session plays (its display, game, capture); None for the
+        reference game or an unknown session."""
+        return self._runs.get(session_id)
 
     async def _leave(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The agent is stopping: lock this container under maintenance, so the indexer seats
@@ -365,14 +378,31 @@ class ContainerAgent:
     async def _start_session(
         self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
     ) -> None:
+        """Open the offer's session; no standby run starts meanwhile, nor while it plays."""
+        pool = self.standby
+        if pool is not None:
+            pool.session_started(offer.session)
+        try:
+            await self._open_session(ws, offer)
+        finally:
+            if pool is not None and offer.session not in self.sessions:
+                pool.session_ended(offer.session)  # refused (ended ones are in _shut too)
+
+    async def _open_session(
+        self, ws: aiohttp.ClientWebSocketResponse, offer: p.SessionOffer
+    ) -> None:
         session_id = offer.session
         cfg = self.config
         build = self.builds.get(offer.game)
-        if build and (
-            refused := await asyncio.to_thread(
-                verify_build, build, lambda fault: self._build_fault(fault, session_id)
-            )
-        ):
+        altered: list[BuildFault] = []  # found before this session: a waiting run is stale
+
+        def found(fault: BuildFault) -> None:
+            altered.append(fault)
+            self._build_fault(fault, session_id)
+
+        if build and self.standby is not None:
+            await self.standby.settled(build.name)  # one verification of a tree at a time
+        if build and (refused := await asyncio.to_thread(verify_build, build, found)):
             await _send_end(ws, session_id, refused)  # altered on disk, and not deployable again
             return
         width, height, fps = offer.width, offer.height, offer.fps  # its seat's (IndexerLink)
@@ -406,22 +436,14 @@ class ContainerAgent:
             log.warning("container %s: %s", cfg.container_id, how.describe())
             self._owned(ended(how.describe()))
 
-        frames = None
+        frames: WindowFrames | None = None
         if build is not None:
-            if self.sandbox is None and not cfg.unsafe_no_sandbox:
-                await _send_end(
-                    ws, session_id, f"cannot start {build.name}: {self.sandbox_refusal}"
-                )
-                return
-            run = contextlib.AsyncExitStack()
-            try:
-                frames = await run.enter_async_context(
-                    build_frames(build, game_ended, sandbox=self.sandbox, mark=offer.marker)
-                )
-            except Exception as exc:  # no display, a game that will not start...
-                await _send_end(ws, session_id, f"cannot start {build.name}: {exc}")
+            run = await self._build_run(build, game_ended, stale=bool(altered))
+            if isinstance(run, str):
+                await _send_end(ws, session_id, run)
                 return
             self._runs[session_id] = run
+            frames = run.stream(mark=offer.marker)
         session = StreamSession(session_id, options, playing, ended, frames)
         self.sessions[session_id] = session
         try:
@@ -437,6 +459,51 @@ class ContainerAgent:
             await _send_end(ws, session_id, f"cannot use the offer: {exc}")
             return
         await ws.send_str(p.Answer(session_id, answer).to_json())
+
+    async def _build_run(
+        self, build: DeployedBuild, on_exit: Callable[[GameExit], Awaitable[None]], *, stale: bool
+    ) -> BuildRun | str:
+        """The run a session of `build` plays: the one waiting for a player (unless `stale`:
+        the build's tree changed since it started), else one started now; or why none can."""
+        if self.sandbox is None and not self.config.unsafe_no_sandbox:
+            return f"cannot start {build.name}: {self.sandbox_refusal}"
+        if self.standby is not None:
+            if stale:
+                self.standby.discard(build.name)
+            run = await self.standby.take(build.name)
+            if run is not None and run.game.running:
+                run.on_exit = on_exit
+                log.info("container %s: %s's waiting run taken (game pid %s)",
+                         self.config.container_id, build.name, run.pid)  # fmt: skip
+                return run
+            if run is not None:  # its game ended as it was taken
+                await run.stop()
+        run = BuildRun(build, sandbox=self.sandbox, on_exit=on_exit)
+        try:
+            await run.start()
+        except Exception as exc:  # no display, a game that will not start...
+            return f"cannot start {build.name}: {exc}"
+        return run
+
+    def _warm_pool(self) -> contextlib.AbstractAsyncContextManager[WarmPool]:
+        """Waiting runs of the builds this host can run (none where builds may not run)."""
+        runnable = self.sandbox is not None or self.config.unsafe_no_sandbox
+        return WarmPool(
+            self.builds if runnable else {},
+            sandbox=self.sandbox,
+            verify=lambda build: verify_build(build, self._build_fault),
+            on_exit=self._standby_exited,
+        )
+
+    def _standby_exited(self, name: str, how: GameExit) -> None:
+        """A waiting game ended on its own: recorded and reported as a session's game is."""
+        self.game_exits.append((f"standby:{name}", how))
+        build = self.builds.get(name)
+        if build is not None:
+            version = build.manifest.version
+            self.reports.add(game_report("", name, version, build.sha256, how))
+        log.warning("container %s: standby %s: %s", self.config.container_id, name,
+                    how.describe())  # fmt: skip
 
     async def _end_session(self, session_id: str, reason: str) -> None:
         session = self.sessions.pop(session_id, None)
@@ -461,8 +528,12 @@ class ContainerAgent:
             await session.close(reason)
         finally:
             run = self._runs.pop(session.session_id, None)
-            if run is not None:
-                await run.aclose()
+            try:
+                if run is not None:
+                    await run.stop()
+            finally:
+                if self.standby is not None:
+                    self.standby.session_ended(session.session_id)  # a fresh run follows
 
     async def _close_sessions(self, reason: str) -> None:
         for session_id in list(self.sessions):

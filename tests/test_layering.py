@@ -47,7 +47,8 @@ PURE_MODULES = frozenset(
         "signaling.authentication", "signaling.broker", "signaling.connections",
         "signaling.probing", "signaling.session", "signaling.sweep",
         "streamer.fault_reports", "streamer.feedback", "streamer.impairment",
-        "streamer.indexer_link", "streamer.pacing", "streamer.sandbox", "streamer.xauthority",
+        "streamer.indexer_link", "streamer.pacing", "streamer.sandbox", "streamer.standby_rules",
+        "streamer.xauthority",
         "verifier.bot_verdict", "verifier.frame_stats", "verifier.inspection",
         "verifier.live_sample", "verifier.reaction", "verifier.trace",
     }
