@@ -211,11 +211,11 @@ async def _time_to_first_frame(page: Any, server: RunningServer) -> float:
     first_frame_ms: float = await page.evaluate("window.gamecast.timeToFirstFrameMs")
     await page.click("#end")
     async with aiohttp.ClientSession() as http, asyncio.timeout(10):
-        while True:  # the container is free again before the next Play
-            async with http.get(server.url + "/api/containers") as response:
-                rows = (await response.json())["containers"]
-            if all(r["availability"] == "standby" for r in rows):
-                return first_frame_ms
+        while True:  # the session is over and its seat free before the next Play (containers
+            # of earlier configurations stay listed, locked under maintenance as they left)
+            async with http.get(server.url + "/api/sessions") as response:
+                if not (await response.json())["sessions"]:
+                    return first_frame_ms
             await asyncio.sleep(0.05)
 
 
