@@ -1,7 +1,7 @@
 """RGB -> NV12 (BT.709) conversion cost per frame, for `gamecast bench encode`.
 
 Two backends convert the same game picture: "numpy", the twin used as the CPU reference
-(streamer/colour.py), and "cupy", the kernel of the GPU frame path (streamer/gpu.py), timed
+(reference_game/colour.py), and "cupy", the kernel of the GPU frame path (streamer/gpu.py), timed
 with CUDA events after warm-up. Issue 4's target: a 1080p conversion in 0.2 ms or less on an
 H100.
 """

@@ -1,6 +1,6 @@
 """`gamecast bench network`: a 720p60 session through a lossy, narrow link, before and after.
 
-The bot plays through benchmarks/relay.py (the kernel here has no netem). Three phases: a clean
+The bot plays through testbed/relay.py (the kernel here has no netem). Three phases: a clean
 link, then the impairment (by default 2 % random loss and a 4 Mb/s bottleneck with a 100 ms
 queue on the downstream), then a clean link again to see recovery. Per phase: received fps,
 glass-to-glass, freezes and unreadable frames; every half second a trace point with the

@@ -154,7 +154,7 @@ async def measure(state: str, signum: signal.Signals) -> dict[str, Any]:
         "signal": signum.name,
         "seconds": seconds,  # None: still running GIVE_UP_S later, killed
         "status": "killed (hung)" if seconds is None else process.process.returncode,
-        "stopped": "stopped" in process.output,
+        "stopped": "gamecast: stopped" in process.output,
     }
 
 

@@ -45,7 +45,7 @@ CHECKS = (
     "spot",
     "bot",
     "live",
-)  # the checks a verifier is assigned (verifier/verdict.py)
+)  # the checks a verifier is assigned (contracts/verdict.py)
 
 
 class ProtocolError(ContractError):
@@ -114,7 +114,7 @@ class Play(Message):
     # the claim, to place the player among the network's coordinates.
     probe: bool = field(default=False, metadata={"bool": True})
     # A verifier's bot session: the ticket of its assignment seats it on the container under
-    # check, past the ranking (verifier/coordinator.py). "": an ordinary player.
+    # check, past the ranking (judge/coordinator.py). "": an ordinary player.
     ticket: str = field(default="", metadata={"max": 64})
     # Paint the frame marker into the picture (MARKER.md): the page's latency figures and
     # every verification read it; a player who wants the bare picture says false.
@@ -295,7 +295,7 @@ class Register(Message):
     # Where players time round trips to this host (an HTTP endpoint answering at once); "":
     # nowhere, and players cannot place it among the network's coordinates.
     probe_url: str = field(default="", metadata={"max": MAX_URL, "url": True})
-    # The operator's host key (indexer/keys.py) and its signature over this message (all of it
+    # The operator's host key (contracts/signing.py) and its signature over this message (all of it
     # but `signature`) and the connection's challenge: a forged or replayed one is refused.
     key_id: str = field(default="", metadata={"max": 64})
     challenge: str = field(default="", metadata={"max": 128})  # the one this answers
@@ -390,13 +390,13 @@ class BuildEvent(Message):
 
 @dataclass(frozen=True, slots=True)
 class Enlist(Message):
-    """A verifier offers itself for duty with its stake (verifier/rotation.py weighs it)."""
+    """A verifier offers itself for duty with its stake (judge/rotation.py weighs it)."""
 
     type = "enlist"
     senders = ("verifier",)
     verifier: str = field(metadata={"max": 64})
     stake: int = field(metadata={"low": 1, "high": 10**15})
-    # Signed like a registration (indexer/keys.py) over the socket's Challenge, with a key the
+    # Signed like a registration (contracts/signing.py) over the socket's Challenge, with a key the
     # network's operator issued the verifier; unsigned where the indexer checks no keys.
     key_id: str = field(default="", metadata={"max": 64})
     challenge: str = field(default="", metadata={"max": 128})
@@ -405,7 +405,7 @@ class Enlist(Message):
 
 @dataclass(frozen=True, slots=True)
 class FindingRecord:
-    """One verifier/verdict.py Finding on the wire; numbers travel as their decimal text."""
+    """One contracts/verdict.py Finding on the wire; numbers travel as their decimal text."""
 
     name: str = field(metadata={"max": 32})
     passed: bool = field(metadata={"bool": True})
@@ -443,7 +443,7 @@ class VerdictReport(Message):
 
 @dataclass(frozen=True, slots=True)
 class InspectionChallenge(Message):
-    """Work to do (verifier/challenge.py) and the time it must be committed within."""
+    """Work to do (contracts/challenge.py) and the time it must be committed within."""
 
     type = "inspection_challenge"
     senders = ("verifier", "server")

@@ -7,8 +7,8 @@ as long as it is ready or in quality control, and, while it stands by with no se
 checks (its heartbeat's load and a small challenge: verifier/live_sample.py) at random times
 (mean `spot_interval`): random so that a container cannot behave only when it expects to be
 watched. Each check is judged by a committee drawn from the epoch's
-on-duty verifiers (verifier/rotation.py), decided by majority (verifier/consensus.py) and
-scored (verifier/scores.py); the edge applies the judgement (a lifecycle event, the QoS and
+on-duty verifiers (judge/rotation.py), decided by majority (judge/consensus.py) and
+scored (judge/scores.py); the edge applies the judgement (a lifecycle event, the QoS and
 penalty selection ranks by).
 
 While such a container streams to players it is also sampled live: a LIVE check of one of its

@@ -1,6 +1,6 @@
 """The indexer's verification desk: between the coordinator's decisions and the sockets.
 
-It turns the registry's live containers into due checks (verifier/coordinator.py), checks into
+It turns the registry's live containers into due checks (judge/coordinator.py), checks into
 assignments for each committee member, verdict reports into verdicts, and decisions into what
 the registry must do: a lifecycle event (admitted, re-inspection, quality control, suspended)
 and the QoS and penalty selection ranks by. Sessions a demotion ends are returned for the

@@ -108,6 +108,10 @@ class SessionBroker:
             await self.store.register(ContainerSpec.from_register(message), now)
         except IndexerError as exc:
             raise p.ProtocolError("conflict", str(exc)) from None
+        # The lock it took as it left (`maintenance`) is lifted by its coming back: only a
+        # leaving container locks itself, and registering again says it is here.
+        with contextlib.suppress(IllegalEventError):  # not locked: nothing to lift
+            await self.store.apply(message.container, Event.MAINTENANCE_OFF, now)
         if self.probes is not None:
             placement = self.probes.placement
             placement.join(message.container, message.region, message.probe_url)

@@ -48,7 +48,7 @@ class ServerConfig:
     redis_url: str | None = None
     redis_prefix: str = "gamecast"
     indexer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    # Verification (verifier/coordinator.py): rotation, committees, scores. The genesis seeds
+    # Verification (judge/coordinator.py): rotation, committees, scores. The genesis seeds
     # every epoch's draw and is published at /api/verifiers so anyone can recompute them.
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     # Studios' game builds (builds/): archives and metadata under this folder; None: no uploads.

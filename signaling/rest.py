@@ -81,7 +81,7 @@ def _container_row(view: ContainerView, store: RegistryStore) -> dict[str, Any]:
         "max_fps": spec.max_fps,
         "state": view.state,
         "availability": view.availability,
-        # The player's choices (streamer/capacity.py SHAPES) this container would be matched to.
+        # The player's choices (contracts/stream_shapes.py) this container would be matched to.
         "offers": [f"{w}x{h}@{fps}" for w, h, fps in SHAPES if store.can_stream(cid, w, h, fps)],
         "sessions": list(view.sessions),
         "load": round(view.load, 3),
@@ -165,7 +165,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 async def session_sample(request: web.Request) -> web.Response:
-    """What a live check of a session judges (signaling/protocol.py SessionSample)."""
+    """What a live check of a session judges (contracts/protocol.py SessionSample)."""
     session_id = request.match_info["session"]
     sample = request.app[BROKER].sample(session_id)
     if sample is None:
@@ -176,7 +176,7 @@ async def session_sample(request: web.Request) -> web.Response:
 
 
 async def protocol_module(request: web.Request) -> web.Response:
-    """The contract as an ES module, generated from signaling/protocol.py and the input schema."""
+    """The contract as an ES module, generated from contracts/protocol.py and the input schema."""
     contract = {
         "VERSION": p.VERSION,
         "MAX_MESSAGE_BYTES": p.MAX_MESSAGE_BYTES,

@@ -21,19 +21,21 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from builds.catalog import BuildCatalog
 from builds.http import CATALOG, add_build_routes
 from builds.studio_keys import STUDIO_KEYS_FILE, StudioKeys
 from contracts import protocol as p
 from contracts import signing
+from contracts.errors import GamecastError
 from contracts.requirements import BuildNeeds
 from indexer.coordinates import VivaldiConfig
 from indexer.errors import IndexerError
 from indexer.keys import KeyStore
 from indexer.placement import Placement
 from indexer.play_queue import PlayQueue
-from indexer.redis_store import RedisStore
+from indexer.redis_store import RedisStore, StoreUnavailableError
 from indexer.registry import ContainerRegistry
 from indexer.shared_registry import SharedRegistry
 from indexer.store import MemoryStore, RegistryStore
@@ -218,7 +220,10 @@ async def _close_sockets(app: web.Application) -> None:
     going away; otherwise shutdown waits for them to hang up. The sockets close together: one
     peer slow to answer the close costs its own socket, not the others' turn."""
     if BROKER in app:  # absent when a shared registry never joined
-        await _deliver(app, await app[BROKER].shutdown(SHUTDOWN_REASON, time.monotonic()))
+        try:
+            await _deliver(app, await app[BROKER].shutdown(SHUTDOWN_REASON, time.monotonic()))
+        except (GamecastError, RedisError, OSError) as exc:  # the sockets close all the same
+            log.warning("could not tell every peer why its session ends: %s", exc)
     open_sockets = app[SOCKETS]
     sockets = list(open_sockets)
     await asyncio.gather(
@@ -397,5 +402,8 @@ class _RedisIdOwners:
         self._owners = f"{prefix}:key_of"
 
     async def claim(self, name: str, key_id: str) -> str:
-        await self._client.hsetnx(self._owners, name, key_id)
-        return str(await self._client.hget(self._owners, name))
+        try:
+            await self._client.hsetnx(self._owners, name, key_id)
+            return str(await self._client.hget(self._owners, name))
+        except RedisError as exc:  # translated at this edge, as the store's own are
+            raise StoreUnavailableError(f"cannot reach the ids' owners in Redis: {exc}") from exc

@@ -37,7 +37,7 @@ class IllegalTransitionError(SignalingError):
 
 @dataclass(slots=True)
 class LiveWindow:
-    """What a live check samples of one session (signaling/protocol.py SessionSample): the
+    """What a live check samples of one session (contracts/protocol.py SessionSample): the
     player's latest summaries, each with when it arrived (monotonic seconds), and the
     container's latest frame timings as it reported them. Bounded: a long session keeps the
     latest MAX_SUMMARIES summaries and MAX_TIMINGS frames."""

@@ -53,7 +53,12 @@ class Sweep:
         assignments, demoted = await self._desk.sweep(wall, now, broker.sampleable())
         out += broker.sessions_lost(demoted, DEMOTED)
         sent = [Outgoing("verifier", verifier_id, message) for verifier_id, message in assignments]
-        return sent + out + await broker.serve_queue(now)
+        try:
+            served = await broker.serve_queue(now)
+        except IndexerError as exc:  # the store failed: what the round decided still goes out
+            log.warning("the queue waits for the next round: %s", exc)
+            served = []
+        return sent + out + served
 
     async def _free_orphaned_seats(self, containers: Iterable[str], now: float) -> None:
         """Free seats reserved on our containers by an indexer that died before its player

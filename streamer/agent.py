@@ -90,7 +90,7 @@ class AgentConfig:
     region: str = ""  # where the operator says the host is
     price_per_minute: float = 0.0
     uplink_mbps: float = 0.0  # 0: not measured
-    host_key: HostCredentials | None = None  # signs the registration (indexer/keys.py)
+    host_key: HostCredentials | None = None  # signs the registration (contracts/signing.py)
     # Other indexers of the network: after a lost connection the agent registers with one of
     # these or server_url, at random, never the one that just failed while another is left.
     other_servers: tuple[str, ...] = ()
@@ -133,6 +133,7 @@ class ContainerAgent:
         self.reports = ReportOutbox()  # both, for the indexer (p.BuildEvent), until sent
         self._runs: dict[str, BuildRun] = {}  # a build session's display, game, capture...
         self.standby: WarmPool | None = None  # the waiting runs, while the agent runs
+        self._stopping = False  # cancelled: sessions end, and no waiting run replaces them
         self.solver = ChallengeSolver(self.telemetry, on_gpu=config.frames_on == "gpu")
         self.sandbox: SandboxHost | None = None  # found at start when it hosts builds
         self.sandbox_refusal = "the container hosts no builds"  # why not, when None
@@ -157,10 +158,10 @@ class ContainerAgent:
                 while True:
                     try:
                         async with http.ws_connect(url, max_msg_size=4 * p.MAX_MESSAGE_BYTES) as ws:
-                            attempt = 0
                             try:
                                 await self._serve(ws)
                             except asyncio.CancelledError:  # stopping: say so while we can
+                                self._stopping = True
                                 await self._leave(ws)
                                 raise
                     except* (aiohttp.ClientError, OSError) as group:
@@ -171,7 +172,10 @@ class ContainerAgent:
                             "; ".join(str(e) for e in group.exceptions),
                         )
                     finally:
+                        if self.registered.is_set():  # it served: back off from the start
+                            attempt = 0
                         self.registered.clear()
+                        self._stopping = self._stopping or _cancelling()
                         await self._close_sessions("signaling connection lost")
                         # Closes begun before a cancel (the agent stopping) still finish, or
                         # their peers' sockets would outlive the agent.
@@ -532,7 +536,7 @@ class ContainerAgent:
                 if run is not None:
                     await run.stop()
             finally:
-                if self.standby is not None:
+                if self.standby is not None and not self._stopping:
                     self.standby.session_ended(session.session_id)  # a fresh run follows
 
     async def _close_sessions(self, reason: str) -> None:
@@ -540,12 +544,16 @@ class ContainerAgent:
             await self._end_session(session_id, reason)
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _raise_if_stopping() -> None:
     """Stop where a cancel was lost: on Python 3.11 a TaskGroup whose child failed while it
     was being cancelled raises the child's error alone, which a reconnect loop would catch and
     go round again, forever, with its owner awaiting it."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if _cancelling():
         raise asyncio.CancelledError
 
 

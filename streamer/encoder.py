@@ -59,7 +59,9 @@ class ColourDescription:
     limited_range: bool = True
 
 
-BT601 = ColourDescription(primaries=6, transfer=6, matrix=6)  # the CPU game (streamer/colour.py)
+BT601 = ColourDescription(
+    primaries=6, transfer=6, matrix=6
+)  # the CPU game (reference_game/colour.py)
 BT709 = ColourDescription(primaries=1, transfer=1, matrix=1)  # the GPU path's NV12
 
 

@@ -31,7 +31,7 @@ INSTALL_HINT = "pip install 'gamecast[gpu]'"
 _BLOCK = (32, 8)  # threads per CUDA block, one per 2 x 2 pixel block
 
 # One thread per 2 x 2 block: four luma samples, one interleaved U, V pair. Every step is the
-# numpy twin's (streamer/colour.py `_weighted`), in the same order and in float32.
+# numpy twin's (reference_game/colour.py `_weighted`), in the same order and in float32.
 _KERNEL_SOURCE = r"""
 __device__ unsigned char quantize(float value, float low, float high) {
     return (unsigned char)fminf(fmaxf(rintf(value), low), high);

@@ -104,8 +104,7 @@ class IndexerLink:
     """One connection's worth of the container's side of the protocol.
 
     `games`: the built-in games this container serves at any shape; `build_shapes`: each
-    deployed build by name and the one shape its manifest runs it at (read when an offer
-    comes, so builds deployed later count).
+    deployed build by name and the one shape its manifest runs it at.
     """
 
     def __init__(self, games: Collection[str], build_shapes: Mapping[str, Shape]) -> None:

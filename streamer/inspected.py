@@ -1,6 +1,6 @@
 """The container's side of the registration check: measure the host, do the work, reveal rows.
 
-A verifier (through the indexer) sends a challenge (verifier/challenge.py); the container
+A verifier (through the indexer) sends a challenge (contracts/challenge.py); the container
 measures its host again (NVML and psutil via TelemetryReader, the NVENC probe), computes the
 challenge on the GPU when frames are drawn there (CuPy) or on the CPU (numpy), and commits to
 the result's Merkle root. The rows the verifier then asks for are read back from the kept

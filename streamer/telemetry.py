@@ -1,7 +1,7 @@
 """Host and GPU telemetry: psutil for the host, NVML (nvidia-ml-py) for NVIDIA GPUs.
 
 Every NVML call of the project is in this module. The readings travel in the contract's
-records (signaling/protocol.py: HostSpecs at registration, Telemetry with each heartbeat), so
+records (contracts/protocol.py: HostSpecs at registration, Telemetry with each heartbeat), so
 what the agent measures and what the server validates are one definition.
 
 `gpu_telemetry` turns raw NVML answers into a record and is pure; `TelemetryReader` is the

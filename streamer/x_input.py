@@ -1,6 +1,6 @@
 """Player input into a game build's X display, through the XTEST extension.
 
-Events arrive validated (streamer/input_events.py) and are injected as the X server's own
+Events arrive validated (contracts/input_events.py) and are injected as the X server's own
 input, so the build sees an ordinary keyboard and mouse:
 - keys by their browser `KeyboardEvent.code` (UI Events KeyboardEvent code values, W3C), a
   physical key, mapped to the keysym that key has on a US layout and on to this display's

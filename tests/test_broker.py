@@ -526,3 +526,13 @@ async def test_a_report_from_an_unknown_container_is_refused() -> None:
     broker = new_broker()
     with pytest.raises(IndexerError, match="'c9' is not registered"):
         await broker.build_event("c9", CRASHED, 0.0, wall=0.0)
+
+
+async def test_a_container_that_left_under_maintenance_is_offered_again_once_it_registers() -> None:
+    broker = await connecting(new_broker())
+    await broker.maintenance("c1", 0.0)
+    await broker.container_gone("c1", "the container disconnected", 0.0)
+    assert availability(broker) is Availability.MAINTENANCE_LOCK
+    await broker.register(REGISTER, now=1.0)  # it came back
+    assert availability(broker) is Availability.STANDBY
+    assert await broker.play("p2", PLAY, 1.0) == [Outgoing("player", "p2", p.Matched("s2", "c1"))]

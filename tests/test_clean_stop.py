@@ -36,7 +36,7 @@ def stop(process: Running, signum: signal.Signals) -> None:
         pytest.fail(f"still running {STOP_BOUND_S} s after {signum.name}:\n{process.output}")
     assert process.process.returncode == 0, process.output
     assert "Traceback" not in process.output, process.output
-    assert "stopped" in process.output, process.output
+    assert "gamecast: stopped" in process.output, process.output
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Through a lossy, narrow link (benchmarks/relay.py): bitrate adapts down, recovers, play goes on.
+"""Through a lossy, narrow link (testbed/relay.py): bitrate adapts down, recovers, play goes on.
 
 The kernel here has no netem, so the bot's media crosses a UDP relay whose downstream link
 drops and rate-limits packets; ICE candidates on both sides point at the relay.

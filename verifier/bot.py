@@ -70,7 +70,7 @@ class BotPlayer:
     ) -> None:
         """`codec` (e.g. "video/VP8") restricts the offer to one codec, like a narrow browser.
 
-        `route` sends the media through a relay (benchmarks/relay.py emulates a lossy,
+        `route` sends the media through a relay (testbed/relay.py emulates a lossy,
         narrow link: the kernel here has no netem). `observe` sees every decoded picture (a
         bot session keeps the frames it judges input reactions on). `report_stats`: send a
         summary of its frames while playing, as the page does (`stats_summary`).

@@ -3,7 +3,7 @@
 Pure: the observation is whatever client played the session (verifier/bot_session.py); the
 verdict's findings are fps against the rate asked, freezes, glass-to-glass and
 input-to-photon p95 against bounds, unreadable frames, and the game's reaction to each input
-(verifier/reaction.py); its metrics are the figures verifier/scores.py rates.
+(verifier/reaction.py); its metrics are the figures judge/scores.py rates.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A live sample covers a window of a real player's session: the container's own frame times
 and encode times, and the player page's getStats summaries (web-client/stats.js, sent every
-2 s), as the indexer keeps them (signaling/protocol.py SessionSample; `sample_of` reads one).
+2 s), as the indexer keeps them (contracts/protocol.py SessionSample; `sample_of` reads one).
 A headless player reports what its frames show instead (`bot_summary`). Thresholds, for a
 session at F fps (a slot is 1000 / F ms):
 
@@ -16,11 +16,11 @@ session at F fps (a slot is 1000 / F ms):
     freezes                player's new W3C freezes <= 2 a minute
 
 Trust: the player's figures include its network and come from a page the container does not
-control. A failed live verdict is therefore a quality-control flag (verifier/scores.py), which
+control. A failed live verdict is therefore a quality-control flag (judge/scores.py), which
 a bot session over a known path settles, and samples are drawn from random sessions, so one
 hostile or badly connected player moves only its own.
 
-A spot check probes a standby container at a random time (verifier/coordinator.py schedules
+A spot check probes a standby container at a random time (judge/coordinator.py schedules
 them) with the heartbeat telemetry taken just before a small challenge (`spot_challenge`),
 since the challenge itself loads the machine:
 
@@ -118,7 +118,7 @@ def bot_summary(
 
 
 def evaluate_live(sample: LiveSample, verifier_id: str, at: float) -> Verdict:
-    """The live verdict; its "fps" finding and its metrics are what verifier/scores.py rates."""
+    """The live verdict; its "fps" finding and its metrics are what judge/scores.py rates."""
     if sample.fps < 1 or not sample.window_s > 0:
         raise SampleError(
             f"a sample has a positive fps and window, not {sample.fps} fps over {sample.window_s} s"

@@ -1,6 +1,6 @@
 """Did each input produce the picture the game must show? Judged from decoded frames alone.
 
-The reference game (streamer/game.py) is deterministic: frame N is a function of the seed and
+The reference game (reference_game/game.py) is deterministic: frame N is a function of the seed and
 of which input events were applied before which frame. Every frame's marker says both (its
 frame sequence, and the highest input sequence applied), so a verifier can replay the game
 and know the exact picture the container should have sent.

@@ -2,7 +2,7 @@
 
 1. The container's claims: what it registered, from the indexer (`/api/containers/ID/
    registration`), never from the container itself.
-2. A challenge sized from those claims (verifier/challenge.py), relayed by the indexer; the
+2. A challenge sized from those claims (contracts/challenge.py), relayed by the indexer; the
    clock runs on this verifier from sending it to receiving the commitment (the relay's two
    hops fall within the challenge's network allowance).
 3. Rows to reveal, drawn only after the commitment arrived; their proofs and values checked.

@@ -2,7 +2,7 @@
 
 A trace is what a bot plays, so that two verifiers (or one verifier on two days) put a container
 through exactly the same thing. Each event is the data-channel JSON the browser sends
-(streamer/input_events.py) without its `seq`, which the player numbers when it sends, plus
+(contracts/input_events.py) without its `seq`, which the player numbers when it sends, plus
 `at_ms`, its offset from the start of play. Events are validated with the very parser the
 container uses, so a trace that loads is a trace the container accepts.
 
@@ -144,7 +144,7 @@ def _pad(at_ms: float, axes: list[float], buttons: list[float]) -> dict[str, Any
     return {"at_ms": at_ms, "type": "gamepad", "axes": axes, "buttons": buttons}
 
 
-# About 8 s touching every control of the reference game (streamer/game.py), 300-500 ms apart
+# About 8 s touching every control of the reference game (reference_game/game.py), 300-500 ms apart
 # so each reaction shows before the next input: keys move the player square and Space flashes
 # it; the pointer moves the crosshair (absolute, then relative) and buttons fill it; the
 # gamepad's stick moves the player, button A flashes it and buttons light the lamps.
