@@ -20,6 +20,7 @@ gives it the indexer's KeyStore); the studio keys are read from their SQLite fil
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,9 +61,14 @@ class FreshNonces:
         self.window_s = window_s
         self.limit = limit
         self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()  # requests are checked in worker threads, two at once
 
     def accept(self, nonce: str, timestamp: int, now: float) -> None:
         """Remember `nonce`, or raise DownloadRefusedError when it is stale or seen."""
+        with self._lock:
+            self._accept(nonce, timestamp, now)
+
+    def _accept(self, nonce: str, timestamp: int, now: float) -> None:
         if abs(now - timestamp) > self.window_s:
             raise DownloadRefusedError(
                 "stale",

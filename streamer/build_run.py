@@ -115,6 +115,8 @@ class BuildRun(Started):
         """SIGSTOP the game's sandbox, every process of it; returns how many were stopped."""
         if self._game is None or self._game.pid is None:
             raise BuildRunError(f"the run of {self.build.name} is not started")
+        if not self._game.running:  # its pid may be another process's by now
+            return 0
         self._paused = True
         stopped = await asyncio.to_thread(_signal_tree, self._game.pid, signal.SIGSTOP)
         self._stopped_pids |= stopped
@@ -124,7 +126,8 @@ class BuildRun(Started):
         """SIGCONT what `pause` stopped: no scan (a stopped process cannot fork), so it costs
         the Play path microseconds. After a pause that raced it, call it again."""
         self._paused = False
-        for pid in self._stopped_pids:
+        stopped, self._stopped_pids = self._stopped_pids, set()  # continued once, never again
+        for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 

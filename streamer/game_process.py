@@ -49,7 +49,7 @@ class OutputTail:
     def feed(self, chunk: bytes) -> None:
         *complete, self._partial = (self._partial + chunk).split(b"\n")
         self._partial = self._partial[-MAX_LINE_CHARS * 4 :]  # 4: the widest UTF-8 character
-        for line in complete:
+        for line in complete[-(self._lines.maxlen or 0) :]:  # a flood of lines costs one slice
             self._lines.append(_text(line))
 
     def lines(self) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ XVFB = Path("/usr/bin/Xvfb")  # Debian's package xvfb
 DEPTH = 24  # 24-bit TrueColor: x11grab then reads bgr0, which swscale converts fastest
 X11_SOCKETS = Path("/tmp/.X11-unix")
 STARTUP_LIMIT_S = 10.0
+XVFB_BASE_BYTES = 1 << 30  # Xvfb's own mappings and a game's reasonable pixmaps, past its screen
 STOP_GRACE_S = 5.0
 
 
@@ -139,6 +140,11 @@ class XvfbDisplay(Started):
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
+    @property
+    def address_space_bytes(self) -> int:
+        """Xvfb's address-space limit: its screen, twice over, and XVFB_BASE_BYTES."""
+        return XVFB_BASE_BYTES + 2 * self.width * self.height * 4
+
     async def start(self) -> None:
         """Start Xvfb and return once a client can connect to it."""
         if self._process is not None:
@@ -156,6 +162,9 @@ class XvfbDisplay(Started):
         read_end, write_end = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
+                # The game asks this server for pixmaps: bound what they can cost the host
+                # (the game's own sandbox limits do not reach its X server).
+                "/usr/bin/prlimit", f"--as={self.address_space_bytes}", "--",
                 str(self._xvfb),
                 "-displayfd", str(write_end),
                 "-screen", "0", f"{self.width}x{self.height}x{DEPTH}",

@@ -184,3 +184,9 @@ async def test_the_example_game_crashing_on_a_key_is_reported() -> None:
         "the game crashed: it exited with code 1: RuntimeError: crash requested: "
         "the 'k' key was pressed (--crash-on)"
     )
+
+
+def test_a_flood_of_empty_lines_keeps_only_the_tail_and_the_last_words() -> None:
+    tail = OutputTail(lines=3)
+    tail.feed(b"\n" * 200_000 + b"one\ntwo\nthree\n")
+    assert tail.lines() == ("one", "two", "three")

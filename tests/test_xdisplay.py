@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -100,3 +101,16 @@ async def test_a_server_that_never_answers_is_given_up_on_and_stopped(tmp_path: 
 def test_a_display_needs_a_positive_size() -> None:
     with pytest.raises(ValueError, match=r"^a display needs a positive size, got 0x240$"):
         XvfbDisplay(0, 240)
+
+
+@pytest.mark.skipif(xvfb_unavailable_reason() is not None, reason="no Xvfb")
+async def test_the_x_server_itself_runs_under_an_address_space_limit() -> None:
+    """A game's pixmaps live in its X server, outside the game's sandbox: bounded there."""
+    async with XvfbDisplay(320, 240) as display:
+        assert display.pid is not None
+        limits = await asyncio.to_thread(Path(f"/proc/{display.pid}/limits").read_text)
+        (line,) = [row for row in limits.splitlines() if row.startswith("Max address space")]
+        soft, hard = line.split()[3:5]
+        assert int(soft) == int(hard) == display.address_space_bytes
+        program = await asyncio.to_thread(Path(f"/proc/{display.pid}/exe").resolve)
+        assert program.name == "Xvfb"
