@@ -48,6 +48,7 @@ from builds.zip_layout import MemberReader, Span, check_layout
 
 CHUNK = 256 * 1024
 ZIP_DIRECTORY_BYTES_PER_MEMBER = 1024  # caps the central directory zipfile reads into memory
+EMPTY_DEFLATE = 2  # bytes of a deflate stream of nothing (RFC 1951: one empty final block)
 DEFAULT_LIMITS = ArchiveLimits()
 _READ_ERRORS = (
     zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError,
@@ -266,6 +267,14 @@ def _zip_members(source: IO[bytes], limits: ArchiveLimits) -> Iterator[Entry]:
             kind = _MODE_KINDS.get(stat.S_IFMT(mode), MemberKind.OTHER) if mode else None
             if kind is None or stat.S_IFMT(mode) == 0:  # no Unix type: tell by the name
                 kind = MemberKind.DIRECTORY if info.is_dir() else MemberKind.FILE
+            if (kind is MemberKind.DIRECTORY) != info.is_dir():
+                # Info-ZIP decides by the trailing "/", we by the mode: one archive, two builds.
+                raise UnsafeArchiveError(
+                    info.filename, "its mode and its name disagree on whether it is a folder"
+                )
+            empty = EMPTY_DEFLATE if info.compress_type == zipfile.ZIP_DEFLATED else 0
+            if kind is MemberKind.DIRECTORY and (info.file_size or info.compress_size > empty):
+                raise UnsafeArchiveError(info.filename, "a folder that carries bytes")
 
             def opener(span: Span = span) -> IO[bytes]:
                 return io.BufferedReader(MemberReader(source.fileno(), span), CHUNK)

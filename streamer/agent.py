@@ -368,7 +368,9 @@ class ContainerAgent:
                     if not versions:
                         raise DeployError(f"the indexer at {base} has no build named {name!r}")
                     sha256, key = versions[-1]["sha256"], self.config.host_key
-                    fetched[name] = await deploy(http, base, sha256, root, host_key=key)
+                    fetched[name] = await deploy(
+                        http, base, sha256, root, host_key=key, report=self._build_fault
+                    )
                 except DeployError as exc:  # one bad build must not take the others down
                     log.error(
                         "container %s: %s not deployed: %s", self.config.container_id, name, exc

@@ -106,15 +106,17 @@ async def deploy(
     limits: ArchiveLimits = DEFAULT_LIMITS,
     *,
     host_key: HostCredentials | None = None,
+    report: Report = _ignore,
 ) -> DeployedBuild:
     """Make the build `sha256` of the server at `server_url` (http://HOST:PORT) deployed under
     `root`: at once when it already is, else fetched, verified and unpacked. The fetch is
     signed with `host_key` (builds/downloads.py); None fetches unsigned, which only a network
-    without host keys serves. Raises DeployError saying what failed; nothing partial is left
-    under `root`."""
+    without host keys serves. A deployed folder found altered is unpacked again from its
+    blob and `report`ed, as `deployed_builds` does. Raises DeployError saying what failed;
+    nothing partial is left under `root`."""
     if not SHA256.fullmatch(sha256):
         raise DeployError(f"{sha256!r} is not a sha256: 64 lowercase hex digits")
-    there = await asyncio.to_thread(_deployed, root, sha256, limits, _ignore)
+    there = await asyncio.to_thread(_deployed, root, sha256, limits, report)
     if there is not None:
         return there
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ are bounded; each hostile archive is refused with its exact reason, never a cras
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import tarfile
 import zipfile
@@ -22,6 +23,8 @@ from tests.build_archives import (
     manifest_bytes,
     raw_zip,
     tar_gz_bytes,
+    write_zip,
+    zip_entry,
 )
 
 
@@ -237,3 +240,21 @@ def test_nothing_of_a_hostile_zip_is_written_past_the_refusal(tmp_path: Path) ->
     with pytest.raises(BuildTooLargeError):
         extract_archive(raw_zip(tmp_path / "bomb.zip", members), dest)
     assert (dest / "zeros.bin").stat().st_size == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        # A folder by its mode, a file by its name: Info-ZIP would unpack a file we never read.
+        (zip_entry("game.py", b"print('hidden')", stat.S_IFDIR | 0o755),
+         "its mode and its name disagree on whether it is a folder"),
+        (zip_entry("assets/", b"hidden", stat.S_IFDIR | 0o755), "a folder that carries bytes"),
+    ],
+)  # fmt: skip
+def test_a_zip_folder_that_is_not_a_plain_folder_is_refused(
+    tmp_path: Path, entry: tuple[zipfile.ZipInfo, bytes], why: str
+) -> None:
+    path = write_zip(tmp_path / "odd.zip", [zip_entry("manifest.json", manifest_bytes()), entry])
+    kind, reason = refusal(path)
+    assert kind.__name__ == "UnsafeArchiveError"
+    assert reason.endswith(why), reason
