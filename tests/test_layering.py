@@ -70,10 +70,16 @@ def modules() -> list[tuple[str, Path]]:
     )
 
 
+# Every module parsed once, when the tests are collected: CPython 3.11's ast.parse can fail
+# with "AST constructor recursion depth mismatch" when a finalizer (an earlier test's socket
+# collected late) runs while it builds the tree, which a parse in the middle of the suite met.
+TREES = {path: ast.parse(path.read_text(), str(path)) for _, path in modules()}
+
+
 def imported(module: str, path: Path) -> set[str]:
     """Every module name `path` imports, absolute, including imports inside functions."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(TREES[path]):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -91,7 +91,7 @@ async def test_a_tick_ends_a_session_that_never_started_and_seats_the_next_playe
     assert seated.message.container == "c1"
 
 
-async def test_a_tick_sends_due_checks_to_their_verifiers_first() -> None:
+async def test_a_tick_sends_due_checks_to_their_verifiers() -> None:
     sweep, broker, desk = new_sweep(admit=False)
     desk.enlist(p.Enlist("v0", 10))
     await broker.register(register("c1"), 0.0)
